@@ -1,0 +1,145 @@
+# bftree: a Bf-Tree engine (bftree/) and its SQLite virtual-table module (ext/).
+#
+#   make            build libbftree.a and bftree.so (installs missing packages)
+#   make test       build and run every test (unit, SQL, differential)
+#   make asan       the test suite under AddressSanitizer + UBSan
+#   make ubsan      the test suite under UndefinedBehaviorSanitizer alone
+#   make tsan       the concurrency tests under ThreadSanitizer
+#   make demo       the main job: build, then a demo in the sqlite3 shell
+#   make bench      engine micro-benchmarks
+#   make install    install bftree.so where the dynamic loader finds it
+#   make clean
+#
+# Objects go to build/<variant>/: rel (the shipped library, -O2), test
+# (-DBF_TESTING: fault injection compiled in), asan, ubsan, tsan.
+
+CC ?= cc
+CSTD = -std=c11 -D_GNU_SOURCE
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+OPT ?= -O2 -g
+BASE_CFLAGS = $(CSTD) $(WARN) -fPIC -pthread -Ibftree
+LIBS = -luring -lpthread -lm
+SQLITE_LIBS = -lsqlite3
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+
+ENGINE_SRC = $(sort $(wildcard bftree/*.c))
+EXT_SRC = $(sort $(wildcard ext/*.c))
+UNIT_SRC = $(sort $(wildcard unit_tests/test_*.c))
+UNIT_NAMES = $(patsubst unit_tests/%.c,%,$(UNIT_SRC))
+
+VARIANT ?= rel
+B = build/$(VARIANT)
+ifeq ($(VARIANT),rel)
+  VFLAGS = $(OPT)
+else ifeq ($(VARIANT),test)
+  VFLAGS = $(OPT) -DBF_TESTING
+else ifeq ($(VARIANT),asan)
+  VFLAGS = -O1 -g -DBF_TESTING -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(VARIANT),ubsan)
+  VFLAGS = -O1 -g -DBF_TESTING -fsanitize=undefined -fno-sanitize-recover=undefined
+else ifeq ($(VARIANT),tsan)
+  VFLAGS = -O1 -g -DBF_TESTING -fsanitize=thread
+endif
+CFLAGS_ALL = $(BASE_CFLAGS) $(VFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
+
+ENGINE_OBJ = $(patsubst bftree/%.c,$(B)/bftree/%.o,$(ENGINE_SRC))
+EXT_OBJ = $(patsubst ext/%.c,$(B)/ext/%.o,$(EXT_SRC))
+
+.PHONY: all deps lib test unit sqltest asan ubsan tsan demo bench install clean
+.DEFAULT_GOAL := all
+
+all: deps
+	@$(MAKE) --no-print-directory VARIANT=rel lib bftree.so
+
+deps:
+	@scripts/install-deps.sh
+
+lib: $(B)/libbftree.a
+
+$(B)/bftree/%.o: bftree/%.c bftree/bftree.h bftree/bf_int.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(B)/ext/%.o: ext/%.c $(wildcard ext/*.h) bftree/bftree.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iext -c $< -o $@
+
+$(B)/libbftree.a: $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The loadable extension, at the repository root so `.load ./bftree` works.
+bftree.so: $(ENGINE_OBJ) $(EXT_OBJ)
+	@if [ -n "$(EXT_OBJ)" ]; then \
+	  echo "$(CC) -shared -o $@ ..."; \
+	  $(CC) -shared $(LDFLAGS_ALL) -o $@ $(EXT_OBJ) $(ENGINE_OBJ) $(LIBS); \
+	fi
+
+# Unit tests.  A test of one subsystem links only the objects it needs, so
+# one subsystem's tests build while another is being changed; the rest link
+# the whole engine.
+UNIT_DEPS_test_page = bf_util bf_page
+UNIT_DEPS_test_buf = bf_util bf_page bf_buf
+UNIT_DEPS_test_latch = bf_util bf_latch bf_map
+UNIT_DEPS_test_map = bf_util bf_latch bf_map
+UNIT_DEPS_test_inner = bf_util bf_inner
+UNIT_DEPS_test_io = bf_util bf_io
+
+define unit_rule
+$(B)/unit_tests/$(1): unit_tests/$(1).c unit_tests/test_util.h bftree/bftree.h bftree/bf_int.h \
+    $(if $(UNIT_DEPS_$(1)),$(patsubst %,$(B)/bftree/%.o,$(UNIT_DEPS_$(1))),$(B)/libbftree.a)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_ALL) -Iunit_tests -o $$@ $$< \
+	  $(if $(UNIT_DEPS_$(1)),$(patsubst %,$(B)/bftree/%.o,$(UNIT_DEPS_$(1))),$(B)/libbftree.a) \
+	  $$(LDFLAGS_ALL) -lcmocka $$(LIBS)
+endef
+$(foreach t,$(UNIT_NAMES),$(eval $(call unit_rule,$(t))))
+
+UNIT_BINS = $(patsubst %,$(B)/unit_tests/%,$(UNIT_NAMES))
+
+# Tests that are slow under a sanitizer run with smaller parameters there:
+# they read BF_TEST_SCALE (percent, default 100).
+unit-build: $(UNIT_BINS)
+
+unit: unit-build
+	@scripts/run-unit-tests.sh $(B)/unit_tests $(UNIT_NAMES)
+
+# `make test`: everything, with the fault-injection build.
+test: deps
+	@$(MAKE) --no-print-directory VARIANT=test unit
+	@$(MAKE) --no-print-directory VARIANT=rel bftree.so
+	@if [ -x sql_tests/run.sh ]; then sql_tests/run.sh; fi
+
+asan: deps
+	@BF_TEST_SCALE=$${BF_TEST_SCALE:-25} ASAN_OPTIONS=detect_leaks=1 \
+	  $(MAKE) --no-print-directory VARIANT=asan unit
+
+ubsan: deps
+	@BF_TEST_SCALE=$${BF_TEST_SCALE:-50} $(MAKE) --no-print-directory VARIANT=ubsan unit
+
+# ThreadSanitizer: every unit test (the concurrent ones are what matter).
+tsan: deps
+	@BF_TEST_SCALE=$${BF_TEST_SCALE:-10} TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  $(MAKE) --no-print-directory VARIANT=tsan unit
+
+demo: all
+	@scripts/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory VARIANT=rel lib build/rel/bench/engine_bench
+	build/rel/bench/engine_bench $(BENCH_ARGS)
+
+build/rel/bench/engine_bench: bench/engine_bench.c build/rel/libbftree.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(OPT) -o $@ $< build/rel/libbftree.a $(LIBS)
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)
+	install -m 0755 bftree.so $(DESTDIR)$(LIBDIR)/bftree.so
+	-ldconfig
+
+clean:
+	rm -rf build bftree.so

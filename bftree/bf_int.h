@@ -1,0 +1,636 @@
+/*
+** bf_int.h: internal interfaces of the Bf-Tree engine, one section per file.
+**
+** Nothing here is visible to users of bftree.h.  Each section states the
+** contract of its file; the file itself documents formats and invariants.
+**
+** Layering (a file may call only the files above it):
+**
+**   bf_util.c    checksums, byte order, random numbers, status text, fault
+**                injection, aligned allocation
+**   bf_page.c    the node layout shared by mini-pages and leaf pages, and the
+**                leaf page envelope (fences, prefix, checksum)
+**   bf_latch.c   reader/writer latches for leaves (mapping table entries)
+**   bf_map.c     the mapping table: leaf id -> { latch, mini-page, disk page }
+**   bf_buf.c     the circular buffer of mini-page blocks
+**   bf_inner.c   pinned inner nodes with optimistic version latches
+**   bf_io.c      the data file: io_uring / pread, O_DIRECT / buffered, locks
+**   bf_ckpt.c    superblocks, disk page allocation, checkpoint metadata
+**   bf_tree.c    open/close, get/put/delete, mini-page lifecycle, merge,
+**                split, eviction
+**   bf_scan.c    cursors
+*/
+#ifndef BF_INT_H
+#define BF_INT_H
+
+#include "bftree.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------
+** Defensive-programming macros (after SQLite's).
+**
+** ALWAYS(X) and NEVER(X) surround conditions believed always true / always
+** false; debug builds assert, release builds keep the check.
+*/
+#ifdef NDEBUG
+#define ALWAYS(X) (X)
+#define NEVER(X) (X)
+#else
+#include <assert.h>
+#define ALWAYS(X) ((X) ? 1 : (assert(0), 0))
+#define NEVER(X) ((X) ? (assert(0), 1) : 0)
+#endif
+#include <assert.h>
+
+#define BF_UNUSED(x) ((void)(x))
+
+/* Report where a corruption status was first detected (debug builds log it). */
+int bf_error_bkpt(int status, const char *file, int line);
+#define BF_CORRUPT_BKPT bf_error_bkpt(BF_CORRUPT, __FILE__, __LINE__)
+#define BF_IOERR_BKPT bf_error_bkpt(BF_IOERR, __FILE__, __LINE__)
+
+/* ========================================================================
+** Functions from bf_util.c
+*/
+
+/* Little-endian loads and stores (memcpy based; no alignment needed). */
+static inline uint16_t bf_get16(const uint8_t *p) {
+  return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t bf_get32(const uint8_t *p) {
+  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+         ((uint32_t)p[3] << 24);
+}
+static inline uint64_t bf_get64(const uint8_t *p) {
+  return (uint64_t)bf_get32(p) | ((uint64_t)bf_get32(p + 4) << 32);
+}
+static inline void bf_put16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+static inline void bf_put32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+  p[2] = (uint8_t)(v >> 16);
+  p[3] = (uint8_t)(v >> 24);
+}
+static inline void bf_put64(uint8_t *p, uint64_t v) {
+  bf_put32(p, (uint32_t)v);
+  bf_put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Compare two keys: memcmp over the common length, then shorter first.
+** Returns <0, 0, >0. */
+static inline int bf_key_compare(const uint8_t *a, size_t alen,
+                                 const uint8_t *b, size_t blen) {
+  size_t n = alen < blen ? alen : blen;
+  int c = n ? memcmp(a, b, n) : 0;
+  if (c) return c;
+  return alen < blen ? -1 : (alen > blen ? 1 : 0);
+}
+
+/* CRC-32C (Castagnoli) of buf[0..len), continuing from crc (start with 0). */
+uint32_t bf_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* A small fast PRNG (xoshiro-style), one per thread; seeded once per thread
+** from bf_random_seed() mixed with the thread's identity. */
+void bf_random_seed(uint64_t seed);
+uint64_t bf_random(void);
+/* True with probability percent/100. */
+bool bf_random_percent(uint32_t percent);
+
+/* Aligned allocation for I/O buffers (alignment a power of two, >= 512).
+** Returns NULL when out of memory (or when the fault simulator says so).
+** Free with bf_free_aligned(). */
+void *bf_malloc_aligned(size_t alignment, size_t size);
+void bf_free_aligned(void *p);
+
+/* malloc/calloc/free wrappers that honour the fault simulator. */
+void *bf_malloc(size_t size);
+void *bf_calloc(size_t count, size_t size);
+void bf_free(void *p);
+
+/* A malloc()ed printf. Returns NULL when out of memory. */
+char *bf_mprintf(const char *format, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/*
+** Fault injection.  Compiled only with -DBF_TESTING; without it
+** bf_faultsim() is a constant 0.  Ids are never reused.
+**
+** bf_faultsim_set(id, n, persist): the n-th next call of bf_faultsim(id)
+** (n >= 1) returns 1; with persist, so does every call after it.  n == 0
+** disarms.  bf_faultsim_hits(id) counts injected faults since the last set.
+*/
+enum bf_fault {
+  BF_FAULT_MALLOC = 0,   /* every bf_malloc/bf_calloc/bf_malloc_aligned */
+  BF_FAULT_READ = 1,     /* every data-file read */
+  BF_FAULT_WRITE = 2,    /* every data-file write */
+  BF_FAULT_SYNC = 3,     /* every fsync/fdatasync */
+  BF_FAULT_URING = 4,    /* io_uring set-up (simulates io_uring refused) */
+  BF_FAULT_ENOSPC = 5,   /* a write fails with ENOSPC instead of EIO */
+  BF_FAULT_COUNT
+};
+#ifdef BF_TESTING
+int bf_faultsim(enum bf_fault id);
+void bf_faultsim_set(enum bf_fault id, long n, bool persist);
+long bf_faultsim_hits(enum bf_fault id);
+#else
+#define bf_faultsim(id) 0
+#endif
+
+/* ========================================================================
+** Functions from bf_page.c: the node layout and the leaf page envelope.
+**
+** A NODE is a byte range [node, node+size) holding sorted records:
+**
+**   OFFSET SIZE DESCRIPTION
+**   0      2    size: bytes of the whole node (<= 32768)
+**   2      2    count: number of records (slots)
+**   4      2    heap_start: lowest offset used by the record heap
+**   6      2    garbage: heap bytes that belong to no record
+**   8      8*n  slots, sorted by key, one little-endian u64 each
+**   ...         free space
+**   heap_start  record heap: key bytes then value bytes, growing downward
+**
+** A slot (u64, little-endian, 8-byte aligned):
+**   bits  0..15 heap offset of the record's key (value follows the key)
+**   bits 16..29 key length (< 16384)
+**   bits 30..31 record type (enum bf_rec_type)
+**   bits 32..46 value length (< 32768)
+**   bit  47     reference bit (set by readers, used by copy-on-access)
+**   bits 48..63 look-ahead: the first two key bytes, big-endian, zero padded
+**
+** Slots may be read while other threads hold the same shared latch and set
+** reference bits, so slots are always loaded and stored as relaxed atomics
+** (bf_page.c does this).  Everything else in a node is protected by the
+** owning leaf's latch.  The node pointer must be 8-byte aligned.
+*/
+#define BF_NODE_HEADER 8
+#define BF_SLOT_SIZE 8
+#define BF_MAX_NODE_SIZE 32768
+#define BF_MAX_KEY_LIMIT 16383   /* slot field width */
+#define BF_MAX_VALUE_LIMIT 32767 /* slot field width */
+
+enum bf_rec_type {
+  BF_REC_INSERT = 0,    /* dirty: the key's newest value */
+  BF_REC_TOMBSTONE = 1, /* dirty: the key was deleted */
+  BF_REC_CACHE = 2,     /* clean: a copy of the record on the leaf page */
+  BF_REC_PHANTOM = 3    /* clean: the leaf page does not hold the key */
+};
+
+/* A decoded record.  Pointers point into the node. */
+struct bf_record {
+  const uint8_t *key;
+  const uint8_t *value;
+  uint32_t key_len;
+  uint32_t value_len;
+  uint8_t type;         /* enum bf_rec_type */
+  bool referenced;
+};
+
+/* True for record types that must be written to the leaf page. */
+static inline bool bf_rec_is_dirty(int type) {
+  return type == BF_REC_INSERT || type == BF_REC_TOMBSTONE;
+}
+
+/* Bytes a record takes in a node: slot + key + value. */
+static inline uint32_t bf_record_space(uint32_t key_len, uint32_t value_len) {
+  return BF_SLOT_SIZE + key_len + value_len;
+}
+
+/* Make node an empty node of size bytes (size >= BF_NODE_HEADER, a multiple
+** of 8, <= BF_MAX_NODE_SIZE). */
+void bf_node_init(uint8_t *node, uint32_t size);
+
+uint32_t bf_node_size(const uint8_t *node);
+uint32_t bf_node_count(const uint8_t *node);
+/* Contiguous free bytes between the slots and the heap. */
+uint32_t bf_node_free(const uint8_t *node);
+/* Bytes that compaction would make free (free + garbage). */
+uint32_t bf_node_reclaimable(const uint8_t *node);
+/* Bytes used by records (slots + heap - garbage), excluding the header. */
+uint32_t bf_node_used(const uint8_t *node);
+
+/*
+** Binary search for key (using the look-ahead bytes first; on equal
+** look-ahead the full keys are compared).  Returns true when a record with
+** exactly this key exists, with *index its position; otherwise false with
+** *index the position where it would be inserted (0..count).
+** Safe under a shared latch.
+*/
+bool bf_node_search(const uint8_t *node, const uint8_t *key, uint32_t key_len,
+                    uint32_t *index);
+
+/* Decode record index (< count).  Safe under a shared latch. */
+void bf_node_record(const uint8_t *node, uint32_t index, struct bf_record *out);
+
+/* Set the reference bit of record index with an atomic OR.  Safe under a
+** shared latch (the only write allowed there). */
+void bf_node_mark_referenced(uint8_t *node, uint32_t index);
+
+/* Clear every reference bit.  Exclusive latch. */
+void bf_node_clear_references(uint8_t *node);
+
+/*
+** Insert the record, or replace the record with the same key (its type,
+** value and reference bit all replaced; the reference bit of the new record
+** is clear).  Compacts the node when that makes room.  Returns BF_OK, or
+** BF_FULL when it does not fit even after compaction, leaving the node
+** unchanged.  Exclusive latch.
+*/
+int bf_node_upsert(uint8_t *node, const uint8_t *key, uint32_t key_len,
+                   int type, const uint8_t *value, uint32_t value_len);
+
+/* Append a record whose key is greater than every key in the node (bulk
+** building).  BF_OK or BF_FULL (node unchanged). */
+int bf_node_append(uint8_t *node, const uint8_t *key, uint32_t key_len,
+                   int type, const uint8_t *value, uint32_t value_len,
+                   bool referenced);
+
+/* Change the type of record index in place (e.g. INSERT -> CACHE after a
+** merge).  Exclusive latch. */
+void bf_node_set_type(uint8_t *node, uint32_t index, int type);
+
+/* Remove record index; its heap bytes become garbage. Exclusive latch. */
+void bf_node_remove(uint8_t *node, uint32_t index);
+
+/* Rewrite the heap so that garbage becomes free space.  Record order,
+** types and reference bits are kept. */
+void bf_node_compact(uint8_t *node);
+
+/* Copy every record of src into dst (an empty node of any size) in order,
+** keeping types and reference bits; compacts on the way.  BF_OK or BF_FULL
+** (dst then holds a prefix of src's records: the caller discards it). */
+int bf_node_copy(uint8_t *dst, const uint8_t *src);
+
+/* Structural check: bounds, ordering (strictly ascending keys), slot and
+** heap overlap, look-ahead bytes, garbage accounting.  Returns BF_OK or
+** BF_CORRUPT with a description in errbuf (may be NULL). Usable on bytes
+** read from disk (never trusts a field before checking it). */
+int bf_node_check(const uint8_t *node, uint32_t size, char *errbuf,
+                  size_t errbuf_size);
+
+/*
+** A LEAF PAGE is page_size bytes, on disk or as a full-page mini-page:
+**
+**   OFFSET SIZE DESCRIPTION
+**   0      4    CRC-32C of bytes [4, page_size)
+**   4      4    magic "BFLF"
+**   8      8    lsn: log sequence number of the newest change it holds
+**   16     8    page number of the page on disk (catches misdirected I/O)
+**   24     2    low fence length
+**   26     2    high fence length
+**   28     2    prefix length: bytes every key of the leaf starts with
+**   30     2    flags: 1 = no low fence (-inf), 2 = no high fence (+inf)
+**   32     L+H  low fence bytes, then high fence bytes
+**   node_offset = round_up(32 + L + H, 8): the node, to the end of the page
+**
+** The leaf holds the keys k with low <= k < high.  The prefix is the common
+** prefix of the two fences (0 when either is infinite); records store their
+** keys without it.  On disk every record has type BF_REC_INSERT; in a
+** full-page mini-page records may have any type.
+*/
+#define BF_LEAF_HEADER 32
+#define BF_LEAF_MAGIC 0x464c4642u /* "BFLF" little-endian */
+#define BF_LEAF_LOW_INF 1
+#define BF_LEAF_HIGH_INF 2
+
+/* A parsed leaf page.  Pointers point into the page. */
+struct bf_leaf {
+  uint8_t *page;
+  uint8_t *node;          /* page + node_offset */
+  const uint8_t *low;     /* NULL when -inf */
+  const uint8_t *high;    /* NULL when +inf */
+  uint32_t low_len, high_len;
+  uint32_t prefix_len;    /* leading bytes of low (or high) */
+  uint32_t page_size;
+  uint64_t lsn;
+};
+
+/* Make page an empty leaf with the given fences (NULL = infinite); fill
+** *out.  Fences must satisfy low < high; each at most max key size. */
+void bf_leaf_init(uint8_t *page, uint32_t page_size, const uint8_t *low,
+                  uint32_t low_len, const uint8_t *high, uint32_t high_len,
+                  struct bf_leaf *out);
+
+/* Parse a leaf page in memory without verifying the checksum (used for
+** full-page mini-pages, which were verified when read). */
+void bf_leaf_view(uint8_t *page, uint32_t page_size, struct bf_leaf *out);
+
+/*
+** Verify and parse a page read from disk at page number pageno: checksum,
+** magic, page number, fence lengths, fence order, prefix, and
+** bf_node_check() of the node.  BF_OK or BF_CORRUPT (errbuf says why).
+*/
+int bf_leaf_verify(uint8_t *page, uint32_t page_size, uint64_t pageno,
+                   struct bf_leaf *out, char *errbuf, size_t errbuf_size);
+
+/* Stamp page number, lsn and checksum before the page is written. */
+void bf_leaf_seal(uint8_t *page, uint32_t page_size, uint64_t pageno,
+                  uint64_t lsn);
+
+/* True when key lies in [low, high) of the leaf. */
+bool bf_leaf_contains(const struct bf_leaf *leaf, const uint8_t *key,
+                      uint32_t key_len);
+
+/* Look a full key up in the leaf (strips the prefix).  Returns true when
+** found, with *index set; *index is the insertion point otherwise.  The key
+** must lie within the fences. */
+bool bf_leaf_search(const struct bf_leaf *leaf, const uint8_t *key,
+                    uint32_t key_len, uint32_t *index);
+
+/* Copy the full key of record index (prefix + stored key) into buf, which
+** holds at least prefix_len + key_len bytes; returns the length. */
+uint32_t bf_leaf_full_key(const struct bf_leaf *leaf, uint32_t index,
+                          uint8_t *buf);
+
+/* ========================================================================
+** Functions from bf_latch.c: reader/writer latches on a 32-bit word.
+**
+** Spin briefly, then yield, then sleep in short naps.  Writers get
+** preference: a waiting writer stops new readers.  Not recursive.
+*/
+typedef _Atomic uint32_t bf_latch;
+
+void bf_latch_shared(bf_latch *latch);
+void bf_unlatch_shared(bf_latch *latch);
+void bf_latch_exclusive(bf_latch *latch);
+void bf_unlatch_exclusive(bf_latch *latch);
+bool bf_try_latch_shared(bf_latch *latch);
+bool bf_try_latch_exclusive(bf_latch *latch);
+/* Shared -> exclusive when the caller is the only holder; otherwise returns
+** false and the caller still holds its shared latch. */
+bool bf_try_upgrade(bf_latch *latch);
+/* Exclusive -> shared, atomically. */
+void bf_downgrade(bf_latch *latch);
+/* For asserts: some writer holds it / some reader holds it. */
+bool bf_latch_held_exclusive(bf_latch *latch);
+bool bf_latch_held_shared(bf_latch *latch);
+
+/* ========================================================================
+** Functions from bf_map.c: the mapping table.
+**
+** Leaf ids are dense, assigned by bf_map_add(), never reused while open.
+** Entries live in fixed chunks that never move, so a pointer to an entry
+** stays valid until bf_map_destroy().  bf_map_get() takes no lock.
+*/
+#define BF_NO_PAGE 0 /* disk_page value of a leaf not yet written */
+
+struct bf_leaf_entry {
+  bf_latch latch;
+  /* Protected by latch (exclusive to change, shared to read): */
+  uint32_t flags;               /* BF_ENTRY_* */
+  _Atomic(uint8_t *) mini;      /* the leaf's mini-page node, or NULL; stored
+                                ** with release under the exclusive latch,
+                                ** read relaxed by statistics */
+  uint64_t disk_page;           /* page number of the leaf page */
+};
+#define BF_ENTRY_IN_CHECKPOINT 1  /* disk_page is referenced by the last
+                                  ** checkpoint: never overwrite it */
+
+struct bf_map;
+int bf_map_create(struct bf_map **out);
+void bf_map_destroy(struct bf_map *map);
+/* Allocate a new entry (zeroed, latch free); *id gets its id. BF_NOMEM. */
+int bf_map_add(struct bf_map *map, uint32_t *id, struct bf_leaf_entry **entry);
+/* The entry of id (id < bf_map_count()). */
+struct bf_leaf_entry *bf_map_get(struct bf_map *map, uint32_t id);
+uint32_t bf_map_count(const struct bf_map *map);
+uint64_t bf_map_bytes(const struct bf_map *map);
+
+/* ========================================================================
+** Functions from bf_buf.c: the circular buffer.
+**
+** One allocation of exactly `size` bytes.  Blocks are allocated at the tail
+** and evicted at the head; both are logical (ever-growing) byte offsets.
+** Every block starts with an 8-byte header:
+**   0 4 state word (atomic): bits 0..7 state, bits 8..15 size class
+**   4 4 leaf id (atomic)
+** followed by the mini-page: class_size(class) bytes.  A padding block,
+** written when an allocation would cross the physical end, runs to the end.
+**
+** Size classes: 64, 128, ..., page_size (doubling).  The largest class is a
+** full-page mini-page (a whole leaf page image, bf_leaf format).
+**
+** Block states and transitions (function performing each):
+**   NOT_READY -> READY                  [bf_buf_publish]
+**   NOT_READY -> TOMBSTONE / FREELISTED [bf_buf_abort]
+**   READY -> BEGIN_TOMBSTONE -> TOMBSTONE or FREELISTED   [bf_buf_free]
+**   FREELISTED -> NOT_READY             [bf_buf_alloc, from a free list]
+**   TOMBSTONE / FREELISTED -> EVICTED   [bf_buf_evict_next]
+**   READY / TOMBSTONE (claimed) -> EVICTED  [bf_buf_evict_done]
+** The head advances only over consecutive EVICTED blocks.
+*/
+enum bf_block_state {
+  BF_BLOCK_NOT_READY = 1,
+  BF_BLOCK_READY = 2,
+  BF_BLOCK_BEGIN_TOMBSTONE = 3,
+  BF_BLOCK_TOMBSTONE = 4,
+  BF_BLOCK_FREELISTED = 5,
+  BF_BLOCK_EVICTED = 6
+};
+
+struct bf_buf;
+
+/* Create a buffer of size bytes (rounded down to a multiple of 64) for
+** leaf pages of page_size.  BF_INVALID if size < 16 * (page_size + 8);
+** BF_NOMEM. */
+int bf_buf_create(uint64_t size, uint32_t page_size, struct bf_buf **out);
+void bf_buf_destroy(struct bf_buf *buf);
+
+uint64_t bf_buf_size(const struct bf_buf *buf);
+uint32_t bf_buf_class_count(const struct bf_buf *buf);
+uint32_t bf_buf_class_size(const struct bf_buf *buf, uint32_t size_class);
+/* Smallest class whose mini-page holds bytes; class_count when none. */
+uint32_t bf_buf_class_for(const struct bf_buf *buf, uint32_t bytes);
+/* The class of the full-page mini-page (class_count - 1). */
+uint32_t bf_buf_full_class(const struct bf_buf *buf);
+
+/*
+** Allocate a block of size_class for leaf_id, from that class's free list or
+** at the tail.  On BF_OK *node points at class_size bytes (8-aligned,
+** contents undefined) in state NOT_READY.  Returns BF_RETRY when the space
+** is not there without evicting (the caller releases its latches, calls
+** bf_tree's eviction, and retries).  Never waits for a latch.
+** Each BF_OK must be matched by bf_buf_publish() or bf_buf_abort().
+*/
+int bf_buf_alloc(struct bf_buf *buf, uint32_t size_class, uint32_t leaf_id,
+                 uint8_t **node);
+void bf_buf_publish(struct bf_buf *buf, uint8_t *node);
+void bf_buf_abort(struct bf_buf *buf, uint8_t *node);
+
+/* Release a READY block that the caller (holding the leaf's exclusive latch)
+** has already unlinked from the mapping table. */
+void bf_buf_free(struct bf_buf *buf, uint8_t *node);
+
+/* Facts about a block, from its node pointer. */
+uint32_t bf_buf_node_class(const uint8_t *node);
+uint32_t bf_buf_node_leaf(const uint8_t *node);
+int bf_buf_node_state(const uint8_t *node);
+/* Change the leaf id of a block (after a split re-homes a mini-page). */
+void bf_buf_set_leaf(uint8_t *node, uint32_t leaf_id);
+
+/* True when the block lies in the copy-on-access region: the 10% of the
+** buffer nearest the head (and not yet claimed by an evictor). */
+bool bf_buf_in_second_chance(const struct bf_buf *buf, const uint8_t *node);
+
+/* True when an allocation of size_class would fail now. */
+bool bf_buf_needs_eviction(const struct bf_buf *buf, uint32_t size_class);
+
+/*
+** Claim the block at the eviction cursor.  Returns:
+**   BF_OK with *node NULL: a dead block (tombstone, free-listed or padding)
+**     was retired; call again.
+**   BF_OK with *node set: a READY block is now owned by this evictor; the
+**     caller latches leaf bf_buf_node_leaf(node) exclusively, evicts the
+**     mini-page if bf_buf_node_state(node) is still READY (the leaf's owner
+**     may have freed it meanwhile: then it is TOMBSTONE), and always ends
+**     with bf_buf_evict_done(node).
+**   BF_RETRY: nothing claimable now (the next block is NOT_READY, or every
+**     block is already claimed); yield and retry.
+*/
+int bf_buf_evict_next(struct bf_buf *buf, uint8_t **node);
+void bf_buf_evict_done(struct bf_buf *buf, uint8_t *node);
+
+/* Statistics and checking. */
+struct bf_buf_stats {
+  uint64_t used;                      /* tail - head */
+  uint64_t live;                      /* bytes in READY/NOT_READY blocks */
+  uint64_t blocks[BF_MAX_SIZE_CLASSES]; /* live blocks per class */
+};
+void bf_buf_stats(struct bf_buf *buf, struct bf_buf_stats *out);
+/* Walk head..tail checking headers, sizes and accounting; BF_OK/BF_CORRUPT.
+** Run with no concurrent activity. */
+int bf_buf_check(struct bf_buf *buf, char *errbuf, size_t errbuf_size);
+/* Visit every READY block from head to tail (quiescent tree only). */
+void bf_buf_for_each_ready(struct bf_buf *buf,
+                           void (*visit)(void *ctx, uint8_t *node),
+                           void *ctx);
+
+/* ========================================================================
+** Functions from bf_inner.c: inner nodes under optimistic version latches.
+**
+** Inner nodes are node_size bytes (max(4096, page_size)), pinned until
+** bf_inner_destroy().  A node's version word: bit 0 obsolete, bit 1 locked,
+** the rest a counter.  Readers never write shared memory: they read the
+** version, read the node (relaxed atomic loads), and validate the version.
+** All structure changes are serialised by one mutex (splits are rare);
+** writers lock the version of each node they change so readers restart.
+**
+** The tree maps every key to exactly one leaf id.  Separators are keys:
+** child i of a node covers [sep(i), sep(i+1)).
+*/
+struct bf_inner;
+
+/* Create an index with one leaf (covering every key). */
+int bf_inner_create(uint32_t node_size, uint32_t max_key_size,
+                    uint32_t first_leaf, struct bf_inner **out);
+/*
+** Build an index over n >= 1 leaves in key order: leaf_ids[i] covers
+** [low_keys[i], low_keys[i+1]); low_keys[0] is ignored (-inf).  Used at open.
+*/
+int bf_inner_bulk_load(uint32_t node_size, uint32_t max_key_size, uint32_t n,
+                       const uint32_t *leaf_ids, const uint8_t *const *low_keys,
+                       const uint32_t *low_lens, struct bf_inner **out);
+void bf_inner_destroy(struct bf_inner *inner);
+
+/* Where a lookup landed: enough to validate after latching the leaf, and,
+** when asked for, the leaf's fences (copied). */
+struct bf_inner_path {
+  const void *parent;       /* the bottom inner node */
+  uint64_t version;         /* its version when read */
+  uint32_t leaf_id;
+  /* Filled only with BF_FIND_FENCES: */
+  bool low_inf, high_inf;
+  uint32_t low_len, high_len;
+  uint8_t *low, *high;      /* caller-provided buffers of max_key_size */
+};
+
+enum bf_find_mode {
+  BF_FIND_KEY = 0,       /* the leaf whose range contains key */
+  BF_FIND_BEFORE = 1,    /* the leaf containing the largest keys < key
+                         ** (key NULL: the last leaf) */
+  BF_FIND_FENCES = 4     /* flag: also copy the leaf's fences into path */
+};
+
+/* Find the leaf for key.  Optimistic: restarts internally on conflicts;
+** returns BF_OK with *path filled. */
+int bf_inner_find(struct bf_inner *inner, const uint8_t *key, uint32_t key_len,
+                  int mode, struct bf_inner_path *path);
+
+/* After latching path->leaf_id: true when the bottom inner node has not
+** changed since bf_inner_find(), so the leaf still covers the key.  When
+** false, unlatch and find again. */
+bool bf_inner_validate(const struct bf_inner_path *path);
+
+/*
+** Record a leaf split: keys >= sep, formerly in leaf left_id, are now in
+** right_id.  The caller holds left_id's exclusive latch (so no lookup of
+** those keys can complete until this returns).  Splits inner nodes as
+** needed (growing the root).  BF_NOMEM leaves the index unchanged.
+*/
+int bf_inner_insert(struct bf_inner *inner, const uint8_t *sep,
+                    uint32_t sep_len, uint32_t left_id, uint32_t right_id);
+
+/* Visit every leaf in key order with its low fence (NULL for the first).
+** Holds the structure mutex throughout (no splits meanwhile). Stops and
+** returns the first non-OK status of visit. */
+int bf_inner_for_each_leaf(struct bf_inner *inner,
+                           int (*visit)(void *ctx, uint32_t leaf_id,
+                                        const uint8_t *low, uint32_t low_len,
+                                        const uint8_t *high, uint32_t high_len),
+                           void *ctx);
+
+uint64_t bf_inner_node_count(const struct bf_inner *inner);
+uint32_t bf_inner_height(const struct bf_inner *inner);
+uint64_t bf_inner_bytes(const struct bf_inner *inner);
+/* Full check: key order within nodes, separators within parent bounds,
+** uniform depth.  Run quiescent. */
+int bf_inner_check(struct bf_inner *inner, char *errbuf, size_t errbuf_size);
+
+/* ========================================================================
+** Functions from bf_io.c: the data file.
+**
+** Opens the file (creating it when asked), takes an exclusive flock (BF_BUSY
+** when another open file description holds it), chooses O_DIRECT or buffered
+** and io_uring or pread/pwrite per the options with the documented
+** fallbacks.  Reads and writes are whole, at byte offsets and lengths that
+** are multiples of 512, from buffers from bf_malloc_aligned(4096, ...).
+** Safe for concurrent use by any number of threads.
+*/
+struct bf_io;
+
+int bf_io_open(const char *path, int io_mode, int direct_mode, bool create,
+               struct bf_io **out, char **errmsg);
+void bf_io_close(struct bf_io *io);
+/* BF_OK; BF_IOERR on error or on a short read (past the end of the file). */
+int bf_io_read(struct bf_io *io, void *buf, size_t len, uint64_t offset);
+/* BF_OK; BF_FULL on ENOSPC/EDQUOT; BF_IOERR otherwise. */
+int bf_io_write(struct bf_io *io, const void *buf, size_t len,
+                uint64_t offset);
+/* Several reads in flight at once (io_uring), or one after another. */
+struct bf_io_request {
+  void *buf;
+  size_t len;
+  uint64_t offset;
+  int status;          /* OUT: BF_OK / BF_IOERR */
+};
+int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n);
+int bf_io_sync(struct bf_io *io);
+/* Current file size in bytes (BF_IOERR on fstat failure). */
+int bf_io_file_size(struct bf_io *io, uint64_t *size);
+int bf_io_truncate(struct bf_io *io, uint64_t size);
+int bf_io_mode(const struct bf_io *io);     /* BF_IO_URING or BF_IO_PSYNC */
+bool bf_io_direct(const struct bf_io *io);
+/* Read without O_DIRECT alignment rules (the first bytes of a file of
+** unknown page size): reads up to len bytes, *got says how many. */
+int bf_io_read_raw(struct bf_io *io, void *buf, size_t len, uint64_t offset,
+                   size_t *got);
+
+#endif /* BF_INT_H */

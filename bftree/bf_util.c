@@ -1,0 +1,215 @@
+/*
+** bf_util.c: small services every other file uses.
+**
+** Owns: status text (bf_strerror), CRC-32C, the per-thread random number
+** generator, allocation wrappers, bf_mprintf, the corruption breakpoint, and
+** the fault simulator (BF_TESTING builds only).
+**
+** Invariants:
+**   1. Every allocation the engine makes goes through bf_malloc, bf_calloc or
+**      bf_malloc_aligned, so the fault simulator can fail any one of them.
+**   2. The random generator state is thread-local: no sharing, no locks.
+*/
+#include "bf_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <pthread.h>
+
+/* ------------------------------------------------------------------------
+** Status text.
+*/
+const char *bf_strerror(int status) {
+  static const char *const text[BF_STATUS_COUNT] = {
+      [BF_OK] = "ok",
+      [BF_NOTFOUND] = "key not found",
+      [BF_DONE] = "no more records",
+      [BF_NOMEM] = "out of memory",
+      [BF_IOERR] = "disk I/O error",
+      [BF_CORRUPT] = "data file is corrupt",
+      [BF_TOOBIG] = "key or record too large for the page size",
+      [BF_INVALID] = "invalid argument",
+      [BF_BUSY] = "data file is in use by another open tree",
+      [BF_NOTBFTREE] = "file is not a bftree data file",
+      [BF_FULL] = "disk is full",
+      [BF_READONLY] = "tree refuses writes after an earlier error",
+      [BF_RETRY] = "operation must be retried",
+  };
+  if (status < 0 || status >= BF_STATUS_COUNT) return "unknown status";
+  return text[status];
+}
+
+int bf_error_bkpt(int status, const char *file, int line) {
+#ifndef NDEBUG
+  if (getenv("BF_DEBUG_ERRORS"))
+    fprintf(stderr, "bftree: %s at %s:%d\n", bf_strerror(status), file, line);
+#else
+  BF_UNUSED(file);
+  BF_UNUSED(line);
+#endif
+  return status;
+}
+
+/* ------------------------------------------------------------------------
+** CRC-32C, slicing-by-8 tables built once.
+*/
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+    crc_table[0][i] = c;
+  }
+  for (uint32_t i = 0; i < 256; i++) {
+    for (int t = 1; t < 8; t++)
+      crc_table[t][i] =
+          (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+  }
+}
+
+uint32_t bf_crc32c(uint32_t crc, const void *buf, size_t len) {
+  const uint8_t *p = buf;
+  pthread_once(&crc_once, crc_init);
+  crc = ~crc;
+  while (len >= 8) {
+    uint32_t lo = bf_get32(p) ^ crc;
+    uint32_t hi = bf_get32(p + 4);
+    crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+          crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
+          crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
+          crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+    p += 8;
+    len -= 8;
+  }
+  while (len--) crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+  return ~crc;
+}
+
+/* ------------------------------------------------------------------------
+** Random numbers: xoshiro256** per thread, seeded by splitmix64 from a
+** process-wide seed mixed with a per-thread counter.
+*/
+static _Atomic uint64_t random_base_seed = 0x9E3779B97F4A7C15ull;
+static _Atomic uint64_t random_thread_counter = 0;
+static _Thread_local uint64_t random_state[4];
+static _Thread_local uint64_t random_epoch; /* base seed seen at seeding */
+static _Thread_local bool random_seeded;
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+void bf_random_seed(uint64_t seed) {
+  /* Relaxed: the seed is a hint; each thread reseeds when it sees a change. */
+  atomic_store_explicit(&random_base_seed, seed, memory_order_relaxed);
+  atomic_store_explicit(&random_thread_counter, 0, memory_order_relaxed);
+  random_seeded = false;
+}
+
+uint64_t bf_random(void) {
+  uint64_t base = atomic_load_explicit(&random_base_seed, memory_order_relaxed);
+  if (!random_seeded || random_epoch != base) {
+    uint64_t x = base ^ (0xD1B54A32D192ED03ull *
+                         (1 + atomic_fetch_add_explicit(&random_thread_counter,
+                                                        1,
+                                                        memory_order_relaxed)));
+    for (int i = 0; i < 4; i++) random_state[i] = splitmix64(&x);
+    random_epoch = base;
+    random_seeded = true;
+  }
+  uint64_t *s = random_state;
+  uint64_t result = ((s[1] * 5) << 7 | (s[1] * 5) >> 57) * 9;
+  uint64_t t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = (s[3] << 45) | (s[3] >> 19);
+  return result;
+}
+
+bool bf_random_percent(uint32_t percent) {
+  if (percent == 0) return false;
+  if (percent >= 100) return true;
+  return (bf_random() % 100) < percent;
+}
+
+/* ------------------------------------------------------------------------
+** Allocation.
+*/
+void *bf_malloc(size_t size) {
+  if (bf_faultsim(BF_FAULT_MALLOC)) return NULL;
+  return malloc(size ? size : 1);
+}
+
+void *bf_calloc(size_t count, size_t size) {
+  if (bf_faultsim(BF_FAULT_MALLOC)) return NULL;
+  return calloc(count ? count : 1, size ? size : 1);
+}
+
+void bf_free(void *p) { free(p); }
+
+void *bf_malloc_aligned(size_t alignment, size_t size) {
+  void *p = NULL;
+  if (bf_faultsim(BF_FAULT_MALLOC)) return NULL;
+  if (posix_memalign(&p, alignment, size ? size : alignment) != 0) return NULL;
+  return p;
+}
+
+void bf_free_aligned(void *p) { free(p); }
+
+char *bf_mprintf(const char *format, ...) {
+  va_list ap;
+  va_start(ap, format);
+  int n = vsnprintf(NULL, 0, format, ap);
+  va_end(ap);
+  if (n < 0) return NULL;
+  char *s = malloc((size_t)n + 1); /* not fault-injected: error text only */
+  if (!s) return NULL;
+  va_start(ap, format);
+  vsnprintf(s, (size_t)n + 1, format, ap);
+  va_end(ap);
+  return s;
+}
+
+/* ------------------------------------------------------------------------
+** Fault simulator.  Countdowns are atomics so that threads may hit them.
+*/
+#ifdef BF_TESTING
+static _Atomic long fault_countdown[BF_FAULT_COUNT];
+static _Atomic bool fault_persist[BF_FAULT_COUNT];
+static _Atomic long fault_hits[BF_FAULT_COUNT];
+
+void bf_faultsim_set(enum bf_fault id, long n, bool persist) {
+  atomic_store(&fault_persist[id], persist);
+  atomic_store(&fault_hits[id], 0);
+  atomic_store(&fault_countdown[id], n);
+}
+
+long bf_faultsim_hits(enum bf_fault id) { return atomic_load(&fault_hits[id]); }
+
+int bf_faultsim(enum bf_fault id) {
+  long n = atomic_load_explicit(&fault_countdown[id], memory_order_relaxed);
+  if (n <= 0) return 0;
+  if (n == 1) {
+    if (!atomic_load(&fault_persist[id])) {
+      long expect = 1;
+      if (!atomic_compare_exchange_strong(&fault_countdown[id], &expect, 0))
+        return bf_faultsim(id);
+    }
+    atomic_fetch_add(&fault_hits[id], 1);
+    return 1;
+  }
+  long expect = n;
+  if (!atomic_compare_exchange_strong(&fault_countdown[id], &expect, n - 1))
+    return bf_faultsim(id);
+  return 0;
+}
+#endif

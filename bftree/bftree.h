@@ -1,0 +1,264 @@
+/*
+** bftree.h: the public interface of the Bf-Tree engine.
+**
+** A Bf-Tree is a concurrent, larger-than-memory ordered key-value index
+** (Hao, Chandramouli et al., VLDB 2024).  Inner nodes are pinned in memory,
+** leaf pages live in one data file, and a single circular buffer of
+** variable-size "mini-pages" buffers writes and caches hot records.
+**
+** Keys and values are byte strings.  Keys compare with memcmp() over the
+** common length, then by length (a prefix sorts first).  The empty key is a
+** valid key.
+**
+** Every function returns a status from enum bf_status (or a plain value where
+** it cannot fail).  All functions taking a bf_tree are safe to call from any
+** number of threads at once.  A bf_cursor belongs to one thread at a time.
+**
+** This header depends only on the C standard library; the engine has no
+** SQLite dependency.
+*/
+#ifndef BFTREE_H
+#define BFTREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes.  BF_OK is zero; every other value is a distinct condition.
+** BF_NOTFOUND and BF_DONE are ordinary outcomes, not errors. */
+enum bf_status {
+  BF_OK = 0,         /* success */
+  BF_NOTFOUND = 1,   /* bf_get: the key is not in the tree */
+  BF_DONE = 2,       /* a cursor moved past the last record of its range */
+  BF_NOMEM = 3,      /* malloc() failed */
+  BF_IOERR = 4,      /* a read, write, fsync or open of the data file failed */
+  BF_CORRUPT = 5,    /* a page or the file header failed its checksum or a
+                     ** structural check; the tree refuses further writes */
+  BF_TOOBIG = 6,     /* key or record larger than the limits of the page size
+                     ** (see bf_max_key_size(), bf_max_record_size()) */
+  BF_INVALID = 7,    /* a bad argument or option (message explains) */
+  BF_BUSY = 8,       /* the data file is locked by another open tree */
+  BF_NOTBFTREE = 9,  /* the file exists, is not empty, and does not carry the
+                     ** bftree magic; nothing was written to it */
+  BF_FULL = 10,      /* the disk is full (ENOSPC/EDQUOT) */
+  BF_READONLY = 11,  /* a write on a tree in an ERROR state or opened read-only */
+  BF_RETRY = 12,     /* internal: an operation must restart; never returned by
+                     ** the public API */
+  BF_STATUS_COUNT
+};
+
+/* A short English description of a status ("ok", "key not found", ...). */
+const char *bf_strerror(int status);
+
+/* How the data file is read and written. */
+enum bf_io_mode {
+  BF_IO_AUTO = 0,     /* io_uring; falls back to pread/pwrite when refused */
+  BF_IO_URING = 1,    /* io_uring only; bf_open fails with BF_IOERR if refused */
+  BF_IO_PSYNC = 2     /* pread/pwrite */
+};
+
+/* Whether the data file uses O_DIRECT (bypassing the kernel page cache). */
+enum bf_direct_mode {
+  BF_DIRECT_AUTO = 0, /* O_DIRECT; buffered where the file system refuses it */
+  BF_DIRECT_ON = 1,   /* O_DIRECT only; bf_open fails with BF_IOERR if refused */
+  BF_DIRECT_OFF = 2   /* buffered I/O through the page cache */
+};
+
+/* Open options.  Initialise with bf_options_init(), then change fields. */
+typedef struct bf_options {
+  /* Bytes of the circular buffer of mini-pages: the memory budget for cached
+  ** and buffered records.  Default 32 MiB.  Rounded down to a multiple of 64;
+  ** at least 16 leaf pages. */
+  uint64_t buffer_size;
+  /* Leaf page size in bytes: a power of two from 512 to 32768.  Default 4096.
+  ** Ignored when opening an existing file (the file's own size is used). */
+  uint32_t page_size;
+  int io_mode;            /* enum bf_io_mode, default BF_IO_AUTO */
+  int direct_io;          /* enum bf_direct_mode, default BF_DIRECT_AUTO */
+  /* Percent chance (0..100) that a record read from disk on a point lookup is
+  ** cached in the leaf's mini-page, or a miss recorded as a phantom.
+  ** Default 10. */
+  uint32_t read_promote_percent;
+  /* Percent chance (0..100) that a leaf read from disk by a range scan is
+  ** promoted to a full-page mini-page.  Default 50. */
+  uint32_t scan_promote_percent;
+  /* Largest mini-page, as a fraction of the page size: a mini-page that would
+  ** grow past page_size / max_mini_divisor is merged into its leaf instead.
+  ** Default 2 (half a page). */
+  uint32_t max_mini_divisor;
+  /* Create the file when it does not exist.  Default true. */
+  bool create;
+  /* Seed for the engine's random choices (promotion); 0 picks one. */
+  uint64_t seed;
+} bf_options;
+
+/* Fill *opts with the documented defaults. */
+void bf_options_init(bf_options *opts);
+
+typedef struct bf_tree bf_tree;
+typedef struct bf_cursor bf_cursor;
+
+/*
+** Open (or create) the tree stored in the file at path.
+**
+** On success *out is a new tree and BF_OK is returned.  On error *out is NULL
+** and, when errmsg is not NULL, *errmsg points to a malloc()ed message that
+** the caller frees with free() (or is NULL when no memory was left).
+**
+** Errors: BF_INVALID (a bad option), BF_NOTBFTREE (an existing non-empty file
+** without the magic: never written to), BF_BUSY (locked by another open
+** tree, in this process or another), BF_CORRUPT, BF_IOERR, BF_NOMEM.
+*/
+int bf_open(const char *path, const bf_options *opts, bf_tree **out,
+            char **errmsg);
+
+/*
+** Write every buffered record to the data file, record the tree structure so
+** that bf_open() gives back every key, and free the tree.  The tree is freed
+** even on error; the status says whether the file is complete.  No call may
+** be running on the tree, and every cursor must have been closed.
+*/
+int bf_close(bf_tree *tree);
+
+/* Like bf_close() but writes nothing: what was not yet written to the data
+** file is lost (used by tests to simulate a crash, and for temporary files). */
+void bf_abandon(bf_tree *tree);
+
+/* Make everything written so far durable in the data file (a checkpoint:
+** dirty mini-page records merged, structure recorded, fsync).  Readers and
+** writers may run at the same time. */
+int bf_checkpoint(bf_tree *tree);
+
+/* The size limits for this tree's page size.  A key longer than
+** bf_max_key_size() or a key plus value longer than bf_max_record_size() is
+** refused with BF_TOOBIG. */
+size_t bf_max_key_size(const bf_tree *tree);
+size_t bf_max_record_size(const bf_tree *tree);
+
+/* The leaf page size of an open tree. */
+uint32_t bf_page_size(const bf_tree *tree);
+
+/* Insert key -> value, replacing any value the key had.
+** Errors: BF_TOOBIG, BF_IOERR, BF_FULL, BF_CORRUPT, BF_NOMEM, BF_READONLY. */
+int bf_put(bf_tree *tree, const void *key, size_t key_len, const void *value,
+           size_t value_len);
+
+/* Remove key.  Returns BF_OK whether or not the key was present (deletes are
+** blind: they do not read the disk).  Errors as bf_put(). */
+int bf_delete(bf_tree *tree, const void *key, size_t key_len);
+
+/*
+** Look key up.  On BF_OK, *value_len is the length of the value and
+** min(*value_len, buffer_size) bytes of it are copied into buffer (buffer may
+** be NULL when buffer_size is 0).  A value never exceeds
+** bf_max_record_size().  Returns BF_NOTFOUND when the key is absent.
+** Errors: BF_TOOBIG (key too long), BF_IOERR, BF_CORRUPT, BF_NOMEM.
+*/
+int bf_get(bf_tree *tree, const void *key, size_t key_len, void *buffer,
+           size_t buffer_size, size_t *value_len);
+
+/*
+** Cursors.  A cursor iterates the keys of a range in ascending or descending
+** order.  It holds no latch between calls: it copies one leaf's records at a
+** time and re-seeks by key, so the same or other threads may write to the
+** tree while it is open.  It sees every key that was present for the whole
+** iteration and never returns a key twice; keys written during the iteration
+** may or may not be seen.
+*/
+
+/* One end of a range.  A NULL key means unbounded on that side. */
+typedef struct bf_bound {
+  const void *key;
+  size_t key_len;
+  bool inclusive;
+} bf_bound;
+
+int bf_cursor_open(bf_tree *tree, bf_cursor **out);
+void bf_cursor_close(bf_cursor *cursor);
+
+/*
+** Position the cursor on the first record of [lower, upper] in the given
+** direction (descending: the last record).  NULL bounds (or bounds with a
+** NULL key) are unbounded.  The bounds' keys are copied.  Returns BF_OK when
+** positioned on a record, BF_DONE when the range is empty.  May be called
+** again at any time to reposition.
+** Errors: BF_IOERR, BF_CORRUPT, BF_NOMEM, BF_TOOBIG (bound key too long).
+*/
+int bf_cursor_seek(bf_cursor *cursor, const bf_bound *lower,
+                   const bf_bound *upper, bool descending);
+
+/* Move to the next record in the cursor's direction.  BF_OK when positioned
+** on a record, BF_DONE past the end of the range. */
+int bf_cursor_next(bf_cursor *cursor);
+
+/* True when the cursor is positioned on a record. */
+bool bf_cursor_valid(const bf_cursor *cursor);
+
+/* The current record's key and value.  The pointers stay valid until the
+** cursor moves or is closed.  Must only be called when bf_cursor_valid(). */
+void bf_cursor_key(const bf_cursor *cursor, const void **key, size_t *key_len);
+void bf_cursor_value(const bf_cursor *cursor, const void **value,
+                     size_t *value_len);
+
+/* Number of mini-page size classes reported in bf_stats. */
+#define BF_MAX_SIZE_CLASSES 16
+
+/* Statistics.  Counters count since bf_open(). */
+typedef struct bf_stats {
+  uint32_t page_size;              /* leaf page size */
+  uint64_t buffer_size;            /* bytes of the circular buffer */
+  uint64_t buffer_used;            /* bytes of the buffer between head and
+                                   ** tail (live, free-listed and dead) */
+  uint64_t buffer_live;            /* bytes in live mini-pages */
+  uint32_t size_class_count;       /* entries used in the two arrays below */
+  uint32_t size_class_bytes[BF_MAX_SIZE_CLASSES];  /* mini-page size */
+  uint64_t mini_pages[BF_MAX_SIZE_CLASSES];        /* live mini-pages */
+  uint64_t full_page_minis;        /* live full-page mini-pages (subset) */
+  uint64_t leaf_pages;             /* leaves in the tree */
+  uint64_t inner_nodes;            /* pinned inner nodes */
+  uint32_t tree_height;            /* inner levels above the leaves */
+  uint64_t inner_bytes;            /* memory held by inner nodes */
+  uint64_t mapping_bytes;          /* memory held by the mapping table */
+  uint64_t file_pages;             /* pages in the data file */
+  uint64_t free_pages;             /* of which free for reuse */
+  uint64_t cache_hits;             /* lookups answered from a mini-page */
+  uint64_t cache_misses;           /* lookups that read the leaf page */
+  uint64_t leaf_reads;             /* leaf pages read from disk */
+  uint64_t leaf_writes;            /* leaf pages written to disk */
+  uint64_t bytes_read;             /* bytes read from the data file */
+  uint64_t bytes_written;          /* bytes written to the data file */
+  uint64_t merges;                 /* mini-pages merged into their leaf */
+  uint64_t splits;                 /* leaf splits */
+  uint64_t inner_splits;           /* inner node splits */
+  uint64_t evictions;              /* mini-pages evicted from the buffer */
+  uint64_t copy_on_access;         /* mini-pages moved to the tail on access */
+  uint64_t record_promotions;      /* records cached after a disk read */
+  uint64_t phantoms;               /* phantom records cached after a miss */
+  uint64_t page_promotions;        /* leaves promoted to full-page minis */
+  uint64_t mini_grows;             /* mini-pages moved to a larger class */
+  uint64_t io_mode;                /* enum bf_io_mode in use (never AUTO) */
+  uint64_t direct_io;              /* 1 when O_DIRECT is in use */
+} bf_stats;
+
+/* Fill *stats.  Never fails; figures are a snapshot taken without stopping
+** other threads, so they may be mutually off by an operation or two. */
+void bf_stats_get(bf_tree *tree, bf_stats *stats);
+
+/*
+** Check the whole tree: inner node order and fences, every leaf page's
+** checksum, order and fences, mini-page order, buffer accounting, and the
+** free list.  Returns BF_OK when everything is consistent; otherwise
+** BF_CORRUPT and, when errmsg is not NULL, a malloc()ed description of the
+** first problem in *errmsg.  Other threads may run but the check may then
+** report a transient inconsistency; run it alone for a verdict.
+*/
+int bf_check(bf_tree *tree, char **errmsg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BFTREE_H */
