@@ -143,3 +143,6 @@ install: all
 
 clean:
 	rm -rf build bftree.so
+
+# Rules owned by the extension (sql tests, differential test, demo).
+-include ext/ext.mk
