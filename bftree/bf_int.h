@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <pthread.h>
 
 /* ------------------------------------------------------------------------
 ** Defensive-programming macros (after SQLite's).
@@ -242,7 +243,9 @@ void bf_node_clear_references(uint8_t *node);
 ** value and reference bit all replaced; the reference bit of the new record
 ** is clear).  Compacts the node when that makes room.  Returns BF_OK, or
 ** BF_FULL when it does not fit even after compaction, leaving the node
-** unchanged.  Exclusive latch.
+** unchanged.  BF_TOOBIG when key_len > BF_MAX_KEY_LIMIT or value_len >
+** BF_MAX_VALUE_LIMIT.  key and value must not point into node (compaction
+** moves records).  Exclusive latch.
 */
 int bf_node_upsert(uint8_t *node, const uint8_t *key, uint32_t key_len,
                    int type, const uint8_t *value, uint32_t value_len);
@@ -269,7 +272,7 @@ void bf_node_compact(uint8_t *node);
 ** (dst then holds a prefix of src's records: the caller discards it). */
 int bf_node_copy(uint8_t *dst, const uint8_t *src);
 
-/* Structural check: bounds, ordering (strictly ascending keys), slot and
+/* Structural check (size must equal the node's size field): bounds, ordering (strictly ascending keys), slot and
 ** heap overlap, look-ahead bytes, garbage accounting.  Returns BF_OK or
 ** BF_CORRUPT with a description in errbuf (may be NULL). Usable on bytes
 ** read from disk (never trusts a field before checking it). */
@@ -505,8 +508,9 @@ struct bf_buf_stats {
   uint64_t blocks[BF_MAX_SIZE_CLASSES]; /* live blocks per class */
 };
 void bf_buf_stats(struct bf_buf *buf, struct bf_buf_stats *out);
-/* Walk head..tail checking headers, sizes and accounting; BF_OK/BF_CORRUPT.
-** Run with no concurrent activity. */
+/* Walk head..tail checking headers, sizes and accounting; BF_OK/BF_CORRUPT
+** (BF_NOMEM if its bitmap cannot be allocated).  Run with no concurrent
+** activity. */
 int bf_buf_check(struct bf_buf *buf, char *errbuf, size_t errbuf_size);
 /* Visit every READY block from head to tail (quiescent tree only). */
 void bf_buf_for_each_ready(struct bf_buf *buf,
@@ -632,5 +636,114 @@ bool bf_io_direct(const struct bf_io *io);
 ** unknown page size): reads up to len bytes, *got says how many. */
 int bf_io_read_raw(struct bf_io *io, void *buf, size_t len, uint64_t offset,
                    size_t *got);
+/* errno of the most recent failed call on io (any thread wins; a
+** diagnostic for messages).  ENODATA for a read past the end of the file. */
+int bf_io_last_errno(const struct bf_io *io);
+#ifdef BF_TESTING
+/* While set, bf_io_open treats O_DIRECT as refused by the file system
+** (tmpfs takes O_DIRECT since Linux 6.6, so tests need this). */
+void bf_io_testing_refuse_direct(bool refuse);
+#endif
+
+
+/* ========================================================================
+** Functions from bf_ckpt.c: superblocks, disk page allocation, checkpoint
+** metadata.  See the file header for the formats.
+*/
+#define BF_SUPER_SIZE 512          /* meaningful bytes of a superblock */
+#define BF_FIRST_DATA_PAGE 2       /* pages 0 and 1 hold the superblocks */
+
+struct bf_space;                   /* the disk page allocator */
+
+/* The state a checkpoint records (and an open loads). */
+struct bf_ckpt_leaf {
+  uint64_t disk_page;
+  uint32_t low_len;
+  uint8_t *low;                    /* NULL for the first leaf */
+};
+struct bf_ckpt_image {
+  uint32_t page_size;
+  uint64_t generation;
+  uint64_t lsn;
+  uint64_t leaf_count;
+  struct bf_ckpt_leaf *leaves;     /* in key order */
+};
+
+int bf_space_create(uint64_t next_page, struct bf_space **out);
+void bf_space_destroy(struct bf_space *space);
+/* A page to write a leaf to: a free page or a new one at the end. */
+int bf_space_alloc(struct bf_space *space, uint64_t *page);
+/* Give a page back.  in_checkpoint: the last checkpoint references it, so
+** it becomes reusable only once the next checkpoint is durable. */
+int bf_space_free(struct bf_space *space, uint64_t page, bool in_checkpoint);
+uint64_t bf_space_file_pages(struct bf_space *space);
+uint64_t bf_space_free_pages(struct bf_space *space);
+
+/* Read the newest valid superblock and the checkpoint it names.  On BF_OK
+** *image is filled (free with bf_ckpt_image_free) and *space holds the
+** allocator state.  BF_NOTBFTREE when the file has no magic. */
+int bf_ckpt_load(struct bf_io *io, struct bf_ckpt_image *image,
+                 struct bf_space **space, char **errmsg);
+void bf_ckpt_image_free(struct bf_ckpt_image *image);
+/* Probe the superblocks: BF_OK and *page_size, or BF_NOTBFTREE/BF_CORRUPT. */
+int bf_ckpt_probe(struct bf_io *io, uint32_t *page_size, char **errmsg);
+
+/* Write image (the leaves with their current disk pages) as the new
+** checkpoint: metadata pages, fsync, superblock, fsync; then pages freed
+** since the previous checkpoint become reusable.  image->generation is
+** incremented.  The caller guarantees no leaf page changes meanwhile. */
+int bf_ckpt_write(struct bf_io *io, struct bf_space *space,
+                  struct bf_ckpt_image *image);
+
+/* ========================================================================
+** bf_tree.c and bf_scan.c: the tree.
+*/
+struct bf_tree {
+  bf_options opts;
+  uint32_t page_size;
+  uint32_t max_key;               /* bf_max_key_size() */
+  uint32_t max_record;            /* bf_max_record_size() */
+  uint32_t max_mini_class;        /* largest class of a partial mini-page */
+  uint32_t full_class;            /* class of a full-page mini-page */
+  struct bf_io *io;
+  struct bf_buf *buf;
+  struct bf_map *map;
+  struct bf_inner *inner;
+  struct bf_space *space;
+  uint64_t generation;            /* of the last checkpoint */
+  /* Writers hold it shared; a checkpoint holds it exclusive, so that no
+  ** record turns dirty while it flushes. */
+  pthread_rwlock_t checkpoint_gate;
+  _Atomic int error;              /* sticky: first error that left state
+                                  ** uncertain; writes refused after it */
+  _Atomic int open_cursors;
+  struct bf_tree_counters {
+    _Atomic uint64_t cache_hits, cache_misses, leaf_reads, leaf_writes,
+        bytes_read, bytes_written, merges, splits, evictions,
+        copy_on_access, record_promotions, phantoms, page_promotions,
+        mini_grows;
+  } count;
+};
+
+#define BF_COUNT(tree, field, n) \
+  atomic_fetch_add_explicit(&(tree)->count.field, (n), memory_order_relaxed)
+
+/* Read and verify the leaf page of entry (latched, shared or exclusive)
+** into page (page_size bytes, aligned). */
+int bf_tree_read_leaf(bf_tree *tree, const struct bf_leaf_entry *entry,
+                      uint8_t *page, struct bf_leaf *leaf);
+/* Find and latch the leaf whose range holds key (mode BF_FIND_KEY) or the
+** keys just below key (BF_FIND_BEFORE).  Validated: on return the leaf
+** covers the keys asked for until unlatched. */
+int bf_tree_latch_leaf(bf_tree *tree, const uint8_t *key, uint32_t key_len,
+                       int mode, bool exclusive, uint32_t *leaf_id,
+                       struct bf_leaf_entry **entry);
+/* Make room in the buffer for a block of size_class (no latch held). */
+int bf_tree_evict(bf_tree *tree, uint32_t size_class);
+/* Replace the leaf's partial mini-page by a full-page mini-page built from
+** page (the verified leaf image) plus the mini-page's dirty records.
+** Exclusive latch.  BF_OK, or BF_RETRY/BF_FULL when it did not happen. */
+int bf_tree_promote_page(bf_tree *tree, uint32_t leaf_id,
+                         struct bf_leaf_entry *entry, const uint8_t *page);
 
 #endif /* BF_INT_H */

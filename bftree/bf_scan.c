@@ -1,0 +1,383 @@
+/*
+** bf_scan.c: range cursors.
+**
+** A cursor never holds a latch between calls.  It fills a BATCH with the
+** live records of one leaf that fall inside its range (the leaf page
+** overlaid by the mini-page, or the full-page mini-page alone), copied out
+** under the leaf's shared latch, and remembers where the next leaf starts:
+**
+**   ascending:  the leaf's high fence: the next batch is the leaf holding it
+**   descending: the leaf's low fence: the next batch is the leaf holding the
+**               keys just below it (BF_FIND_BEFORE)
+**
+** Leaves only split, so whatever the leaf boundaries are when the next batch
+** is loaded, every key between the fence and the range end is found there
+** or after it: no key present throughout is skipped, none is returned twice.
+** Empty leaves are passed over in a loop (never recursion).
+**
+** A scan reads leaf pages but never writes: with probability
+** scan_promote_percent a leaf read from disk becomes a full-page mini-page
+** (bf_tree_promote_page), which later scans read from memory.
+**
+** Invariants:
+**   1. items[0..count) are ascending and inside [lower, upper].
+**   2. pos indexes the current item; valid == (pos < count).
+**   3. When `more` is false no later leaf can hold a key in range.
+*/
+#include "bf_int.h"
+
+#include <stdlib.h>
+
+struct scan_item {
+  uint32_t key_off, key_len, value_off, value_len;
+};
+
+struct key_copy {
+  uint8_t *data;
+  uint32_t len;
+  uint32_t cap;
+  bool present;  /* false: unbounded / infinite */
+  bool inclusive;
+};
+
+struct bf_cursor {
+  bf_tree *tree;
+  bool descending;
+  struct key_copy lower, upper;
+  struct key_copy next;        /* fence where the next batch starts */
+  bool more;
+  /* The batch. */
+  struct scan_item *items;
+  uint32_t count, items_cap;
+  uint32_t pos;
+  bool valid;
+  uint8_t *data;
+  size_t data_len, data_cap;
+  uint8_t *page;               /* leaf page I/O buffer */
+  uint8_t *key_buf;            /* one full key (max key size) */
+};
+
+static int key_set(struct key_copy *k, const void *data, size_t len,
+                   bool inclusive) {
+  if (len + 1 > k->cap) {
+    uint8_t *p = realloc(k->data, len + 1);
+    if (!p) return BF_NOMEM;
+    k->data = p;
+    k->cap = (uint32_t)len + 1;
+  }
+  if (len) memcpy(k->data, data, len);
+  k->len = (uint32_t)len;
+  k->present = true;
+  k->inclusive = inclusive;
+  return BF_OK;
+}
+
+int bf_cursor_open(bf_tree *t, bf_cursor **out) {
+  bf_cursor *c = bf_calloc(1, sizeof *c);
+  *out = NULL;
+  if (!c) return BF_NOMEM;
+  c->tree = t;
+  c->page = bf_malloc_aligned(4096, t->page_size);
+  c->key_buf = bf_malloc(t->max_key + 1);
+  if (!c->page || !c->key_buf) {
+    bf_free_aligned(c->page);
+    bf_free(c->key_buf);
+    bf_free(c);
+    return BF_NOMEM;
+  }
+  atomic_fetch_add(&t->open_cursors, 1);
+  *out = c;
+  return BF_OK;
+}
+
+void bf_cursor_close(bf_cursor *c) {
+  if (!c) return;
+  atomic_fetch_sub(&c->tree->open_cursors, 1);
+  free(c->lower.data);
+  free(c->upper.data);
+  free(c->next.data);
+  free(c->items);
+  free(c->data);
+  bf_free_aligned(c->page);
+  bf_free(c->key_buf);
+  bf_free(c);
+}
+
+/* Is key above the lower bound / below the upper bound? */
+static bool above_lower(const bf_cursor *c, const uint8_t *key, uint32_t len) {
+  if (!c->lower.present) return true;
+  int r = bf_key_compare(key, len, c->lower.data, c->lower.len);
+  return r > 0 || (r == 0 && c->lower.inclusive);
+}
+
+static bool below_upper(const bf_cursor *c, const uint8_t *key, uint32_t len) {
+  if (!c->upper.present) return true;
+  int r = bf_key_compare(key, len, c->upper.data, c->upper.len);
+  return r < 0 || (r == 0 && c->upper.inclusive);
+}
+
+static int batch_add(bf_cursor *c, const uint8_t *prefix, uint32_t prefix_len,
+                     const uint8_t *key, uint32_t key_len,
+                     const uint8_t *value, uint32_t value_len) {
+  uint32_t full = prefix_len + key_len;
+  if (c->count == c->items_cap) {
+    uint32_t cap = c->items_cap ? c->items_cap * 2 : 128;
+    struct scan_item *p = realloc(c->items, cap * sizeof *p);
+    if (!p) return BF_NOMEM;
+    c->items = p;
+    c->items_cap = cap;
+  }
+  if (c->data_len + full + value_len > c->data_cap) {
+    size_t cap = c->data_cap ? c->data_cap : 8192;
+    while (cap < c->data_len + full + value_len) cap *= 2;
+    uint8_t *p = realloc(c->data, cap);
+    if (!p) return BF_NOMEM;
+    c->data = p;
+    c->data_cap = cap;
+  }
+  struct scan_item *it = &c->items[c->count++];
+  it->key_off = (uint32_t)c->data_len;
+  it->key_len = full;
+  if (prefix_len) memcpy(c->data + c->data_len, prefix, prefix_len);
+  if (key_len) memcpy(c->data + c->data_len + prefix_len, key, key_len);
+  c->data_len += full;
+  it->value_off = (uint32_t)c->data_len;
+  it->value_len = value_len;
+  if (value_len) memcpy(c->data + c->data_len, value, value_len);
+  c->data_len += value_len;
+  return BF_OK;
+}
+
+/* Add a record if it is in range. key is the stored key (after prefix). */
+static int consider(bf_cursor *c, const struct bf_leaf *leaf,
+                    const uint8_t *key, uint32_t key_len,
+                    const uint8_t *value, uint32_t value_len) {
+  const uint8_t *prefix = leaf && leaf->prefix_len
+                              ? (leaf->low ? leaf->low : leaf->high)
+                              : NULL;
+  uint32_t plen = prefix ? leaf->prefix_len : 0;
+  const uint8_t *full = key;
+  if (plen) {
+    if (plen + key_len > c->tree->max_key) return BF_CORRUPT_BKPT;
+    memcpy(c->key_buf, prefix, plen);
+    memcpy(c->key_buf + plen, key, key_len);
+    full = c->key_buf;
+  }
+  if (!above_lower(c, full, plen + key_len) ||
+      !below_upper(c, full, plen + key_len))
+    return BF_OK;
+  return batch_add(c, prefix, plen, key, key_len, value, value_len);
+}
+
+/* Collect a leaf's live records in range: page (may be NULL) overlaid by
+** the partial mini-page `mini` (may be NULL), or a full-page mini `full`. */
+static int collect(bf_cursor *c, const struct bf_leaf *page_leaf,
+                   const uint8_t *mini) {
+  int rc = BF_OK;
+  const uint8_t *pnode = page_leaf->node;
+  uint32_t np = bf_node_count(pnode), nm = mini ? bf_node_count(mini) : 0;
+  uint32_t i = 0, j = 0;
+  struct bf_record pr, mr;
+  const uint8_t *pfull = NULL;
+  uint32_t pfull_len = 0;
+  const uint8_t *prefix = page_leaf->prefix_len
+                              ? (page_leaf->low ? page_leaf->low : page_leaf->high)
+                              : NULL;
+  if (!mini) {
+    for (i = 0; i < np && rc == BF_OK; i++) {
+      bf_node_record(pnode, i, &pr);
+      if (pr.type == BF_REC_TOMBSTONE || pr.type == BF_REC_PHANTOM) continue;
+      rc = consider(c, page_leaf, pr.key, pr.key_len, pr.value, pr.value_len);
+    }
+    return rc;
+  }
+  /* Merge-join: page keys carry a prefix, mini keys are full. */
+  while (rc == BF_OK && (i < np || j < nm)) {
+    int cmp;
+    if (i < np) {
+      bf_node_record(pnode, i, &pr);
+      if (page_leaf->prefix_len) {
+        memcpy(c->key_buf, prefix, page_leaf->prefix_len);
+        memcpy(c->key_buf + page_leaf->prefix_len, pr.key, pr.key_len);
+        pfull = c->key_buf;
+      } else {
+        pfull = pr.key;
+      }
+      pfull_len = page_leaf->prefix_len + pr.key_len;
+    }
+    if (j < nm) bf_node_record(mini, j, &mr);
+    if (i >= np)
+      cmp = 1;
+    else if (j >= nm)
+      cmp = -1;
+    else
+      cmp = bf_key_compare(pfull, pfull_len, mr.key, mr.key_len);
+    if (cmp < 0) {
+      rc = consider(c, page_leaf, pr.key, pr.key_len, pr.value, pr.value_len);
+      i++;
+      continue;
+    }
+    if (mr.type == BF_REC_INSERT) {
+      rc = consider(c, NULL, mr.key, mr.key_len, mr.value, mr.value_len);
+    } else if (mr.type == BF_REC_CACHE && cmp == 0) {
+      rc = consider(c, page_leaf, pr.key, pr.key_len, pr.value, pr.value_len);
+    }
+    j++;
+    if (cmp == 0) i++;
+  }
+  return rc;
+}
+
+/* Remember the fence where the next batch starts, and whether one may hold
+** keys in range (invariant 3). */
+static int set_next(bf_cursor *c, const struct bf_leaf *leaf) {
+  if (!c->descending) {
+    if (!leaf->high) {
+      c->more = false;
+      return BF_OK;
+    }
+    int rc = key_set(&c->next, leaf->high, leaf->high_len, true);
+    if (rc != BF_OK) return rc;
+    if (c->upper.present) {
+      int r = bf_key_compare(leaf->high, leaf->high_len, c->upper.data,
+                             c->upper.len);
+      c->more = r < 0 || (r == 0 && c->upper.inclusive);
+    } else {
+      c->more = true;
+    }
+  } else {
+    if (!leaf->low) {
+      c->more = false;
+      return BF_OK;
+    }
+    int rc = key_set(&c->next, leaf->low, leaf->low_len, true);
+    if (rc != BF_OK) return rc;
+    if (c->lower.present)
+      c->more = bf_key_compare(c->lower.data, c->lower.len, leaf->low,
+                               leaf->low_len) < 0;
+    else
+      c->more = true;
+  }
+  return BF_OK;
+}
+
+/* Load the batch of the leaf found by (key, mode). */
+static int load_leaf(bf_cursor *c, const uint8_t *key, uint32_t key_len,
+                     int mode) {
+  bf_tree *t = c->tree;
+  uint32_t leaf_id;
+  struct bf_leaf_entry *e;
+  bool need_evict = false;
+  int rc = bf_tree_latch_leaf(t, key, key_len, mode, false, &leaf_id, &e);
+  if (rc != BF_OK) return rc;
+  c->count = 0;
+  c->data_len = 0;
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  struct bf_leaf leaf;
+  if (mini && bf_buf_node_class(mini) == t->full_class) {
+    bf_leaf_view(mini, t->page_size, &leaf);
+    BF_COUNT(t, cache_hits, 1);
+    rc = collect(c, &leaf, NULL);
+    if (rc == BF_OK) rc = set_next(c, &leaf);
+    bf_unlatch_shared(&e->latch);
+    return rc;
+  }
+  rc = bf_tree_read_leaf(t, e, c->page, &leaf);
+  if (rc == BF_OK) rc = collect(c, &leaf, mini);
+  if (rc == BF_OK) rc = set_next(c, &leaf);
+  if (rc == BF_OK && bf_random_percent(t->opts.scan_promote_percent) &&
+      bf_try_upgrade(&e->latch)) {
+    if (bf_tree_promote_page(t, leaf_id, e, c->page) == BF_RETRY)
+      need_evict = true;
+    bf_unlatch_exclusive(&e->latch);
+  } else {
+    bf_unlatch_shared(&e->latch);
+  }
+  if (need_evict) bf_tree_evict(t, t->full_class);
+  return rc;
+}
+
+/* Load batches until one has a record or the range is exhausted. */
+static int fill(bf_cursor *c, const uint8_t *key, uint32_t key_len, int mode) {
+  for (;;) {
+    int rc = load_leaf(c, key, key_len, mode);
+    if (rc != BF_OK) {
+      c->valid = false;
+      return rc;
+    }
+    if (c->count) {
+      c->pos = c->descending ? c->count - 1 : 0;
+      c->valid = true;
+      return BF_OK;
+    }
+    if (!c->more) {
+      c->valid = false;
+      return BF_DONE;
+    }
+    key = c->next.data;
+    key_len = c->next.len;
+    mode = c->descending ? BF_FIND_BEFORE : BF_FIND_KEY;
+  }
+}
+
+int bf_cursor_seek(bf_cursor *c, const bf_bound *lower, const bf_bound *upper,
+                   bool descending) {
+  bf_tree *t = c->tree;
+  int rc = BF_OK;
+  c->valid = false;
+  c->count = 0;
+  c->descending = descending;
+  c->lower.present = c->upper.present = false;
+  if (lower && lower->key) {
+    if (lower->key_len > t->max_key) return BF_TOOBIG;
+    rc = key_set(&c->lower, lower->key, lower->key_len, lower->inclusive);
+  }
+  if (rc == BF_OK && upper && upper->key) {
+    if (upper->key_len > t->max_key) return BF_TOOBIG;
+    rc = key_set(&c->upper, upper->key, upper->key_len, upper->inclusive);
+  }
+  if (rc != BF_OK) return rc;
+  /* An empty range. */
+  if (c->lower.present && c->upper.present) {
+    int r = bf_key_compare(c->lower.data, c->lower.len, c->upper.data,
+                           c->upper.len);
+    if (r > 0 || (r == 0 && !(c->lower.inclusive && c->upper.inclusive)))
+      return BF_DONE;
+  }
+  if (!descending) {
+    if (c->lower.present)
+      return fill(c, c->lower.data, c->lower.len, BF_FIND_KEY);
+    return fill(c, (const uint8_t *)"", 0, BF_FIND_KEY); /* smallest key */
+  }
+  if (c->upper.present)
+    return fill(c, c->upper.data, c->upper.len, BF_FIND_KEY);
+  return fill(c, NULL, 0, BF_FIND_BEFORE); /* NULL: the last leaf */
+}
+
+int bf_cursor_next(bf_cursor *c) {
+  if (!c->valid) return BF_DONE;
+  if (!c->descending) {
+    if (++c->pos < c->count) return BF_OK;
+  } else {
+    if (c->pos-- > 0) return BF_OK;
+  }
+  c->valid = false;
+  if (!c->more) return BF_DONE;
+  return fill(c, c->next.data, c->next.len,
+              c->descending ? BF_FIND_BEFORE : BF_FIND_KEY);
+}
+
+bool bf_cursor_valid(const bf_cursor *c) { return c->valid; }
+
+void bf_cursor_key(const bf_cursor *c, const void **key, size_t *key_len) {
+  const struct scan_item *it = &c->items[c->pos];
+  *key = c->data + it->key_off;
+  *key_len = it->key_len;
+}
+
+void bf_cursor_value(const bf_cursor *c, const void **value,
+                     size_t *value_len) {
+  const struct scan_item *it = &c->items[c->pos];
+  *value = c->data + it->value_off;
+  *value_len = it->value_len;
+}

@@ -1,0 +1,1599 @@
+/*
+** bf_tree.c: the Bf-Tree itself: open and close, point operations, the
+** mini-page lifecycle, merging mini-pages into leaf pages, leaf splits,
+** eviction, checkpoints and the whole-tree check.
+**
+** A leaf is a mapping-table entry {latch, mini, disk_page}.  Its records are
+** the leaf page on disk overlaid by its mini-page (if any):
+**
+**   mini-page record   meaning
+**   INSERT             the key's value (newer than the page)
+**   TOMBSTONE          the key is deleted (the page may still hold it)
+**   CACHE              a copy of the page's record
+**   PHANTOM            the page does not hold the key
+**   (absent)           ask the page; in a FULL-PAGE mini-page, which holds
+**                      every record of the leaf, absent means absent
+**
+** Mini-page lifecycle (all under the leaf's exclusive latch):
+**   none -> partial (smallest class that fits)        [mini_write]
+**   partial -> larger class                            [mini_grow]
+**   partial at max_mini_class, full -> merge to disk   [leaf_merge]
+**   partial -> full-page (scan promotion)              [bf_tree_promote_page]
+**   full-page, full -> merge to disk (+split)          [leaf_merge]
+**   any -> relocated to the tail (copy-on-access)      [mini_relocate]
+**   any -> evicted (dirty records merged first)        [bf_tree_evict]
+**
+** Latching protocol (see bf_int.h for each piece):
+**   1. Inner nodes are read optimistically; a lookup latches the leaf, then
+**      validates the bottom inner node's version (bf_tree_latch_leaf).
+**   2. A thread holds at most one leaf latch while it may block, except a
+**      split, which also latches the new leaves it creates (unreachable
+**      until published, so uncontended).
+**   3. Lock order: checkpoint gate -> leaf latch -> {structure mutex of
+**      bf_inner, mapping-table mutex, space mutex, buffer mutex}.  The last
+**      four are leaves of the order: nothing is acquired while holding them.
+**   4. Nobody waits for buffer space while holding a leaf latch: allocation
+**      returns BF_RETRY, the operation unlatches, evicts, and restarts.
+**   5. Writers (put, delete) hold the checkpoint gate shared; a checkpoint
+**      holds it exclusive, so no record turns dirty while it flushes.
+**
+** Invariants:
+**   1. Every leaf has a disk page (an empty tree has one empty leaf page).
+**   2. A partial mini-page holds full keys; a full-page mini-page is a leaf
+**      page image with the leaf's fences, keys stored without the prefix.
+**   3. A leaf's disk page flagged BF_ENTRY_IN_CHECKPOINT is never
+**      overwritten: a merge writes elsewhere and frees it as pending.
+**   4. Dirty records exist only in mini-pages; a merge writes them all.
+**   5. After an I/O error that may have left pages and memory disagreeing,
+**      tree->error is set and every later write is refused.
+*/
+#include "bf_int.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+/* Internal status: the leaf split; restart the operation from the root. */
+#define BF_RESTART (BF_STATUS_COUNT + 1)
+
+static size_t round8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+void bf_options_init(bf_options *o) {
+  memset(o, 0, sizeof *o);
+  o->buffer_size = 32u << 20;
+  o->page_size = 4096;
+  o->io_mode = BF_IO_AUTO;
+  o->direct_io = BF_DIRECT_AUTO;
+  o->read_promote_percent = 10;
+  o->scan_promote_percent = 50;
+  o->max_mini_divisor = 2;
+  o->create = true;
+  o->seed = 0;
+}
+
+size_t bf_max_key_size(const bf_tree *t) { return t->max_key; }
+size_t bf_max_record_size(const bf_tree *t) { return t->max_record; }
+uint32_t bf_page_size(const bf_tree *t) { return t->page_size; }
+
+static int set_error(bf_tree *t, int rc) {
+  int expect = BF_OK;
+  if (rc != BF_OK && rc != BF_NOTFOUND && rc != BF_DONE)
+    atomic_compare_exchange_strong(&t->error, &expect, rc);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Leaf access.
+*/
+int bf_tree_latch_leaf(bf_tree *t, const uint8_t *key, uint32_t key_len,
+                       int mode, bool exclusive, uint32_t *leaf_id,
+                       struct bf_leaf_entry **entry) {
+  struct bf_inner_path path;
+  memset(&path, 0, sizeof path);
+  for (;;) {
+    int rc = bf_inner_find(t->inner, key, key_len, mode, &path);
+    if (rc != BF_OK) return rc;
+    struct bf_leaf_entry *e = bf_map_get(t->map, path.leaf_id);
+    if (exclusive)
+      bf_latch_exclusive(&e->latch);
+    else
+      bf_latch_shared(&e->latch);
+    if (bf_inner_validate(&path)) {
+      *leaf_id = path.leaf_id;
+      *entry = e;
+      return BF_OK;
+    }
+    if (exclusive)
+      bf_unlatch_exclusive(&e->latch);
+    else
+      bf_unlatch_shared(&e->latch);
+  }
+}
+
+int bf_tree_read_leaf(bf_tree *t, const struct bf_leaf_entry *e, uint8_t *page,
+                      struct bf_leaf *leaf) {
+  char err[128];
+  int rc = bf_io_read(t->io, page, t->page_size, e->disk_page * t->page_size);
+  if (rc != BF_OK) return rc;
+  BF_COUNT(t, leaf_reads, 1);
+  BF_COUNT(t, bytes_read, t->page_size);
+  rc = bf_leaf_verify(page, t->page_size, e->disk_page, leaf, err, sizeof err);
+  if (rc != BF_OK) {
+    bf_error_bkpt(rc, __FILE__, __LINE__);
+    if (getenv("BF_DEBUG_ERRORS"))
+      fprintf(stderr, "bftree: leaf page %llu: %s\n",
+              (unsigned long long)e->disk_page, err);
+  }
+  return rc;
+}
+
+static uint8_t *page_alloc(bf_tree *t) {
+  return bf_malloc_aligned(4096, t->page_size);
+}
+
+static bool is_full_page(bf_tree *t, const uint8_t *mini) {
+  return bf_buf_node_class(mini) == t->full_class;
+}
+
+/* Search a mini-page (either kind) for a full key. */
+static bool mini_search(bf_tree *t, uint8_t *mini, const uint8_t *key,
+                        uint32_t key_len, uint8_t **node, uint32_t *index) {
+  if (is_full_page(t, mini)) {
+    struct bf_leaf leaf;
+    bf_leaf_view(mini, t->page_size, &leaf);
+    *node = leaf.node;
+    return bf_leaf_search(&leaf, key, key_len, index);
+  }
+  *node = mini;
+  return bf_node_search(mini, key, key_len, index);
+}
+
+static bool node_has_dirty(const uint8_t *node) {
+  uint32_t n = bf_node_count(node);
+  for (uint32_t i = 0; i < n; i++) {
+    struct bf_record r;
+    bf_node_record(node, i, &r);
+    if (bf_rec_is_dirty(r.type)) return true;
+  }
+  return false;
+}
+
+static uint8_t *mini_node(bf_tree *t, uint8_t *mini) {
+  if (is_full_page(t, mini)) {
+    struct bf_leaf leaf;
+    bf_leaf_view(mini, t->page_size, &leaf);
+    return leaf.node;
+  }
+  return mini;
+}
+
+/* ------------------------------------------------------------------------
+** Merging a mini-page into its leaf page, with splits.
+*/
+struct out_rec {
+  const uint8_t *key;
+  const uint8_t *value;
+  uint32_t key_len, value_len;
+};
+
+struct merge_state {
+  struct out_rec *recs;
+  size_t count, capacity;
+  uint8_t *arena;          /* full keys of prefix-compressed records */
+  size_t arena_len, arena_cap;
+  uint8_t *low, *high;     /* copies of the leaf's fences */
+  uint32_t low_len, high_len;
+  bool low_inf, high_inf;
+  bool append_only;        /* new keys all after the page's keys */
+};
+
+static int merge_push(struct merge_state *m, const uint8_t *key, uint32_t klen,
+                      const uint8_t *value, uint32_t vlen) {
+  if (m->count == m->capacity) {
+    size_t cap = m->capacity ? m->capacity * 2 : 256;
+    struct out_rec *p = realloc(m->recs, cap * sizeof *p);
+    if (!p) return BF_NOMEM;
+    m->recs = p;
+    m->capacity = cap;
+  }
+  m->recs[m->count++] = (struct out_rec){key, value, klen, vlen};
+  return BF_OK;
+}
+
+/* The full key of record i of a prefix-compressed leaf, kept in the arena
+** (sized by the caller so it never moves). */
+static const uint8_t *arena_key(struct merge_state *m, const struct bf_leaf *leaf,
+                                const struct bf_record *r) {
+  uint8_t *k = m->arena + m->arena_len;
+  memcpy(k, leaf->low ? leaf->low : leaf->high, leaf->prefix_len);
+  memcpy(k + leaf->prefix_len, r->key, r->key_len);
+  m->arena_len += leaf->prefix_len + r->key_len;
+  return k;
+}
+
+static void merge_free(struct merge_state *m) {
+  free(m->recs);
+  free(m->arena);
+  free(m->low);
+  free(m->high);
+}
+
+static int copy_fences(struct merge_state *m, const struct bf_leaf *leaf) {
+  m->low_inf = leaf->low == NULL;
+  m->high_inf = leaf->high == NULL;
+  m->low_len = leaf->low_len;
+  m->high_len = leaf->high_len;
+  m->low = malloc(leaf->low_len + 1);
+  m->high = malloc(leaf->high_len + 1);
+  if (!m->low || !m->high) return BF_NOMEM;
+  if (leaf->low) memcpy(m->low, leaf->low, leaf->low_len);
+  if (leaf->high) memcpy(m->high, leaf->high, leaf->high_len);
+  return BF_OK;
+}
+
+/* Collect the merged records of a leaf: page (may be NULL for a full-page
+** mini) overlaid by mini.  Live records only, ascending. */
+static int merge_collect(bf_tree *t, struct merge_state *m, uint8_t *mini,
+                         uint8_t *page) {
+  struct bf_leaf pleaf, fleaf;
+  int rc;
+  if (is_full_page(t, mini)) {
+    bf_leaf_view(mini, t->page_size, &fleaf);
+    uint32_t n = bf_node_count(fleaf.node);
+    m->arena_cap = (size_t)n * fleaf.prefix_len + t->page_size;
+    m->arena = malloc(m->arena_cap);
+    if (!m->arena) return BF_NOMEM;
+    rc = copy_fences(m, &fleaf);
+    for (uint32_t i = 0; rc == BF_OK && i < n; i++) {
+      struct bf_record r;
+      bf_node_record(fleaf.node, i, &r);
+      if (r.type == BF_REC_TOMBSTONE || r.type == BF_REC_PHANTOM) continue;
+      rc = merge_push(m, arena_key(m, &fleaf, &r), r.key_len + fleaf.prefix_len,
+                      r.value, r.value_len);
+    }
+    return rc;
+  }
+
+  bf_leaf_view(page, t->page_size, &pleaf);
+  uint32_t np = bf_node_count(pleaf.node), nm = bf_node_count(mini);
+  m->arena_cap = (size_t)np * pleaf.prefix_len + t->page_size;
+  m->arena = malloc(m->arena_cap);
+  if (!m->arena) return BF_NOMEM;
+  rc = copy_fences(m, &pleaf);
+  m->append_only = true;
+  uint32_t i = 0, j = 0;
+  struct bf_record pr, mr;
+  const uint8_t *pkey = NULL;
+  bool have_p = false;
+  while (rc == BF_OK && (i < np || j < nm)) {
+    if (i < np && !have_p) {
+      bf_node_record(pleaf.node, i, &pr);
+      pkey = arena_key(m, &pleaf, &pr);
+      have_p = true;
+    }
+    if (j < nm) bf_node_record(mini, j, &mr);
+    int c;
+    if (i >= np)
+      c = 1;
+    else if (j >= nm)
+      c = -1;
+    else
+      c = bf_key_compare(pkey, pr.key_len + pleaf.prefix_len, mr.key,
+                         mr.key_len);
+    if (c < 0) { /* page only */
+      rc = merge_push(m, pkey, pr.key_len + pleaf.prefix_len, pr.value,
+                      pr.value_len);
+      i++;
+      have_p = false;
+      continue;
+    }
+    /* mini record (c > 0: mini only; c == 0: mini overrides page) */
+    if (c > 0 && i < np && bf_rec_is_dirty(mr.type)) m->append_only = false;
+    if (c == 0 && mr.type == BF_REC_INSERT) m->append_only = false;
+    if (mr.type == BF_REC_INSERT) {
+      rc = merge_push(m, mr.key, mr.key_len, mr.value, mr.value_len);
+    } else if (mr.type == BF_REC_CACHE && c == 0) {
+      rc = merge_push(m, pkey, pr.key_len + pleaf.prefix_len, pr.value,
+                      pr.value_len);
+    } /* TOMBSTONE, PHANTOM: drop; a CACHE with no page record is stale */
+    j++;
+    if (c == 0) {
+      i++;
+      have_p = false;
+    }
+  }
+  return rc;
+}
+
+/* Does a page with these fence lengths hold `bytes` of records? */
+static bool page_fits(bf_tree *t, uint32_t low_len, uint32_t high_len,
+                      size_t bytes) {
+  return round8(BF_LEAF_HEADER + low_len + high_len) + BF_NODE_HEADER + bytes <=
+         t->page_size;
+}
+
+/* Length of the shortest separator s with a < s <= b (a < b). */
+static uint32_t separator_len(const uint8_t *a, uint32_t alen, const uint8_t *b,
+                              uint32_t blen) {
+  uint32_t i = 0;
+  while (i < alen && i < blen && a[i] == b[i]) i++;
+  return i + 1 <= blen ? i + 1 : blen;
+}
+
+/* Page boundaries: first[j] is the first record of page j.  Greedy, or
+** balanced (cumulative size targets) when that also fits. */
+static int merge_partition(bf_tree *t, struct merge_state *m, size_t **first_out,
+                           size_t *pages_out) {
+  size_t n = m->count, cap = 8, pages = 0;
+  size_t *first = malloc(cap * sizeof *first);
+  if (!first) return BF_NOMEM;
+
+  /* Greedy: add record i when the page still fits with the high fence it
+  ** would then have (the separator before record i+1). */
+  size_t bytes = 0, start = 0;
+  uint32_t low_len = m->low_len;
+  first[pages++] = 0;
+  for (size_t i = 0; i < n; i++) {
+    const struct out_rec *r = &m->recs[i];
+    uint32_t high_len =
+        i + 1 < n ? separator_len(r->key, r->key_len, m->recs[i + 1].key,
+                                  m->recs[i + 1].key_len)
+                  : m->high_len;
+    size_t add = bf_record_space(r->key_len, r->value_len);
+    if (i > start && !page_fits(t, low_len, high_len, bytes + add)) {
+      if (pages == cap) {
+        size_t *p = realloc(first, (cap *= 2) * sizeof *first);
+        if (!p) {
+          free(first);
+          return BF_NOMEM;
+        }
+        first = p;
+      }
+      first[pages++] = i;
+      low_len = separator_len(m->recs[i - 1].key, m->recs[i - 1].key_len,
+                              r->key, r->key_len);
+      start = i;
+      bytes = 0;
+    }
+    bytes += add;
+  }
+
+  if (pages > 1 && !m->append_only) {
+    /* Balanced: boundaries at equal shares of the total bytes. */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+      total += bf_record_space(m->recs[i].key_len, m->recs[i].value_len);
+    size_t *bal = malloc(pages * sizeof *bal);
+    bool ok = bal != NULL;
+    size_t k = 0, acc = 0;
+    if (ok) bal[k++] = 0;
+    for (size_t i = 0; ok && i < n && k < pages; i++) {
+      size_t add = bf_record_space(m->recs[i].key_len, m->recs[i].value_len);
+      if (i > bal[k - 1] && acc + add / 2 > total * k / pages) bal[k++] = i;
+      acc += add;
+    }
+    ok = ok && k == pages;
+    /* Check every balanced page fits with its real fences. */
+    for (size_t p = 0; ok && p < pages; p++) {
+      size_t lo = bal[p], hi = p + 1 < pages ? bal[p + 1] : n, sum = 0;
+      uint32_t ll = p == 0 ? m->low_len
+                           : separator_len(m->recs[lo - 1].key,
+                                           m->recs[lo - 1].key_len,
+                                           m->recs[lo].key, m->recs[lo].key_len);
+      uint32_t hl = p + 1 < pages
+                        ? separator_len(m->recs[hi - 1].key,
+                                        m->recs[hi - 1].key_len,
+                                        m->recs[hi].key, m->recs[hi].key_len)
+                        : m->high_len;
+      for (size_t i = lo; i < hi; i++)
+        sum += bf_record_space(m->recs[i].key_len, m->recs[i].value_len);
+      ok = hi > lo && page_fits(t, ll, hl, sum);
+    }
+    if (ok) {
+      free(first);
+      first = bal;
+    } else {
+      free(bal);
+    }
+  }
+  *first_out = first;
+  *pages_out = pages;
+  return BF_OK;
+}
+
+/* Build page p of the partition into buf (page_size bytes). */
+static int merge_build_page(bf_tree *t, struct merge_state *m,
+                            const size_t *first, size_t pages, size_t p,
+                            uint8_t *buf) {
+  size_t lo = first[p], hi = p + 1 < pages ? first[p + 1] : m->count;
+  const uint8_t *low = NULL, *high = NULL;
+  uint32_t low_len = 0, high_len = 0;
+  struct bf_leaf leaf;
+  if (p == 0) {
+    low = m->low_inf ? NULL : m->low;
+    low_len = m->low_len;
+  } else {
+    low = m->recs[lo].key;
+    low_len = separator_len(m->recs[lo - 1].key, m->recs[lo - 1].key_len,
+                            m->recs[lo].key, m->recs[lo].key_len);
+  }
+  if (p + 1 == pages) {
+    high = m->high_inf ? NULL : m->high;
+    high_len = m->high_len;
+  } else {
+    high = m->recs[hi].key;
+    high_len = separator_len(m->recs[hi - 1].key, m->recs[hi - 1].key_len,
+                             m->recs[hi].key, m->recs[hi].key_len);
+  }
+  memset(buf, 0, t->page_size);
+  bf_leaf_init(buf, t->page_size, low, low_len, high, high_len, &leaf);
+  for (size_t i = lo; i < hi; i++) {
+    const struct out_rec *r = &m->recs[i];
+    if (r->key_len < leaf.prefix_len ||
+        bf_node_append(leaf.node, r->key + leaf.prefix_len,
+                       r->key_len - leaf.prefix_len, BF_REC_INSERT, r->value,
+                       r->value_len, false) != BF_OK) {
+      return BF_CORRUPT_BKPT; /* the partition promised it fits */
+    }
+  }
+  return BF_OK;
+}
+
+static int write_page(bf_tree *t, uint8_t *buf, uint64_t pageno) {
+  bf_leaf_seal(buf, t->page_size, pageno, 0);
+  int rc = bf_io_write(t->io, buf, t->page_size, pageno * t->page_size);
+  if (rc == BF_OK) {
+    BF_COUNT(t, leaf_writes, 1);
+    BF_COUNT(t, bytes_written, t->page_size);
+  }
+  return rc;
+}
+
+/*
+** Merge the leaf's mini-page into its leaf page, splitting the leaf when
+** the records no longer fit one page.  Exclusive latch on e held; the
+** mini-page (e->mini) is left as it is: the caller converts it (no split)
+** or drops it (*split).  BF_OK or an error (then tree->error is set when
+** the disk may disagree with memory).
+*/
+static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
+                      bool *split) {
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  struct merge_state m;
+  uint8_t *page = NULL, *buf = NULL;
+  size_t *first = NULL, pages = 0;
+  uint32_t *ids = NULL;
+  uint64_t *pagenos = NULL;
+  struct bf_leaf_entry **entries = NULL;
+  size_t created = 0;
+  int rc = BF_OK;
+
+  memset(&m, 0, sizeof m);
+  *split = false;
+  if (!is_full_page(t, mini)) {
+    page = page_alloc(t);
+    if (!page) return BF_NOMEM;
+    struct bf_leaf leaf;
+    rc = bf_tree_read_leaf(t, e, page, &leaf);
+  }
+  if (rc == BF_OK) rc = merge_collect(t, &m, mini, page);
+  if (rc == BF_OK) rc = merge_partition(t, &m, &first, &pages);
+  if (rc == BF_OK) {
+    buf = page_alloc(t);
+    ids = calloc(pages, sizeof *ids);
+    pagenos = calloc(pages, sizeof *pagenos);
+    entries = calloc(pages, sizeof *entries);
+    if (!buf || !ids || !pagenos || !entries) rc = BF_NOMEM;
+  }
+  if (rc != BF_OK) goto out;
+
+  /* Right siblings first: new leaves, latched before anyone can see them. */
+  for (size_t p = 1; p < pages && rc == BF_OK; p++) {
+    rc = bf_map_add(t->map, &ids[p], &entries[p]);
+    if (rc != BF_OK) break;
+    bf_latch_exclusive(&entries[p]->latch);
+    created = p;
+    rc = bf_space_alloc(t->space, &pagenos[p]);
+    if (rc == BF_OK) rc = merge_build_page(t, &m, first, pages, p, buf);
+    if (rc == BF_OK) rc = write_page(t, buf, pagenos[p]);
+    if (rc == BF_OK) {
+      entries[p]->disk_page = pagenos[p];
+      entries[p]->flags = 0;
+    }
+  }
+  /* Publish the separators (left to right).  Until the left page is
+  ** rewritten, readers of the new leaves wait on their latches, and readers
+  ** of this leaf on ours. */
+  for (size_t p = 1; p < pages && rc == BF_OK; p++) {
+    size_t lo = first[p];
+    uint32_t sep_len =
+        separator_len(m.recs[lo - 1].key, m.recs[lo - 1].key_len,
+                      m.recs[lo].key, m.recs[lo].key_len);
+    rc = bf_inner_insert(t->inner, m.recs[lo].key, sep_len,
+                         p == 1 ? leaf_id : ids[p - 1], ids[p]);
+    if (rc != BF_OK && p > 1) rc = set_error(t, rc); /* half published */
+  }
+  if (rc != BF_OK) {
+    /* Nothing published (or the tree is in error): the new pages are
+    ** unreferenced. */
+    for (size_t p = 1; p <= created; p++) {
+      if (pagenos[p]) bf_space_free(t->space, pagenos[p], false);
+      entries[p]->disk_page = BF_NO_PAGE;
+      bf_unlatch_exclusive(&entries[p]->latch);
+    }
+    goto out;
+  }
+
+  /* The left page: in place unless the last checkpoint references it. */
+  {
+    uint64_t target = e->disk_page;
+    bool moved = false;
+    if (e->flags & BF_ENTRY_IN_CHECKPOINT) {
+      rc = bf_space_alloc(t->space, &target);
+      moved = true;
+    }
+    if (rc == BF_OK) rc = merge_build_page(t, &m, first, pages, 0, buf);
+    if (rc == BF_OK) rc = write_page(t, buf, target);
+    if (rc == BF_OK && moved) {
+      bf_space_free(t->space, e->disk_page, true);
+      e->disk_page = target;
+      e->flags &= ~(uint32_t)BF_ENTRY_IN_CHECKPOINT;
+    }
+    if (rc != BF_OK) {
+      if (moved) bf_space_free(t->space, target, false);
+      if (pages > 1) set_error(t, rc); /* separators already published */
+    }
+  }
+  for (size_t p = 1; p < pages; p++) bf_unlatch_exclusive(&entries[p]->latch);
+  if (rc == BF_OK) {
+    BF_COUNT(t, merges, 1);
+    if (pages > 1) {
+      BF_COUNT(t, splits, pages - 1);
+      *split = true;
+    }
+  }
+
+out:
+  merge_free(&m);
+  free(first);
+  free(ids);
+  free(pagenos);
+  free(entries);
+  bf_free_aligned(buf);
+  bf_free_aligned(page);
+  return rc;
+}
+
+/* After a merge without split: dirty records are on disk now. */
+static void mini_mark_clean(bf_tree *t, uint8_t *mini) {
+  uint8_t *node = mini_node(t, mini);
+  bool full = is_full_page(t, mini);
+  for (uint32_t i = bf_node_count(node); i-- > 0;) {
+    struct bf_record r;
+    bf_node_record(node, i, &r);
+    if (r.type == BF_REC_INSERT) {
+      bf_node_set_type(node, i, BF_REC_CACHE);
+    } else if (r.type == BF_REC_TOMBSTONE) {
+      if (full)
+        bf_node_remove(node, i);
+      else
+        bf_node_set_type(node, i, BF_REC_PHANTOM);
+    }
+  }
+}
+
+/* Drop clean records: unreferenced ones, or all of them. */
+static void mini_drop_clean(bf_tree *t, uint8_t *mini, bool all) {
+  uint8_t *node = mini_node(t, mini);
+  for (uint32_t i = bf_node_count(node); i-- > 0;) {
+    struct bf_record r;
+    bf_node_record(node, i, &r);
+    if (!bf_rec_is_dirty(r.type) && (all || !r.referenced))
+      bf_node_remove(node, i);
+  }
+  bf_node_clear_references(node);
+  bf_node_compact(node);
+}
+
+/* Unlink and free the leaf's mini-page. */
+static void mini_drop(bf_tree *t, struct bf_leaf_entry *e) {
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  if (!mini) return;
+  /* Release: pairs with nothing in particular; readers of e->mini hold the
+  ** latch.  Statistics read it relaxed. */
+  atomic_store_explicit(&e->mini, NULL, memory_order_release);
+  bf_buf_free(t->buf, mini);
+}
+
+/* ------------------------------------------------------------------------
+** Writing records into mini-pages.
+*/
+
+/* Move the mini-page into a new block of size_class (larger or smaller),
+** keeping dirty records and, unless drop_cold, every clean record.
+** BF_OK, BF_RETRY (no space), BF_FULL (does not fit that class). */
+static int mini_move(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
+                     uint32_t size_class, bool drop_cold) {
+  uint8_t *old = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  uint8_t *node;
+  int rc = bf_buf_alloc(t->buf, size_class, leaf_id, &node);
+  if (rc != BF_OK) return rc;
+  if (size_class == t->full_class) {
+    /* full-page to full-page (relocation): copy the image. */
+    memcpy(node, old, t->page_size);
+    struct bf_leaf leaf;
+    bf_leaf_view(node, t->page_size, &leaf);
+    bf_node_clear_references(leaf.node);
+  } else {
+    bf_node_init(node, bf_buf_class_size(t->buf, size_class));
+    uint32_t n = bf_node_count(old);
+    for (uint32_t i = 0; i < n && rc == BF_OK; i++) {
+      struct bf_record r;
+      bf_node_record(old, i, &r);
+      if (drop_cold && !bf_rec_is_dirty(r.type) && !r.referenced) continue;
+      rc = bf_node_append(node, r.key, r.key_len, r.type, r.value, r.value_len,
+                          false);
+    }
+    if (rc != BF_OK) {
+      bf_buf_abort(t->buf, node);
+      return rc;
+    }
+  }
+  bf_buf_publish(t->buf, node);
+  /* Release: the new node's contents before its address (readers latch, so
+  ** this is belt and braces for the statistics' relaxed reads). */
+  atomic_store_explicit(&e->mini, node, memory_order_release);
+  bf_buf_free(t->buf, old);
+  return BF_OK;
+}
+
+/* Copy-on-access: a mini-page in the region about to be evicted that is
+** being used moves to the tail, shedding cold clean records.  Best effort. */
+static void mini_relocate(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e) {
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  if (!mini || !bf_buf_in_second_chance(t->buf, mini)) return;
+  uint32_t cls = bf_buf_node_class(mini);
+  if (cls != t->full_class) {
+    /* Size the new block for what survives. */
+    uint32_t need = BF_NODE_HEADER, n = bf_node_count(mini);
+    for (uint32_t i = 0; i < n; i++) {
+      struct bf_record r;
+      bf_node_record(mini, i, &r);
+      if (bf_rec_is_dirty(r.type) || r.referenced)
+        need += bf_record_space(r.key_len, r.value_len);
+    }
+    if (need == BF_NODE_HEADER) { /* nothing worth keeping */
+      mini_drop(t, e);
+      BF_COUNT(t, copy_on_access, 1);
+      return;
+    }
+    uint32_t c = bf_buf_class_for(t->buf, need);
+    if (c < cls) cls = c;
+  }
+  if (mini_move(t, leaf_id, e, cls, true) == BF_OK)
+    BF_COUNT(t, copy_on_access, 1);
+}
+
+/* Insert one record into a partial mini-page node, growing it through the
+** size classes.  BF_OK, BF_RETRY (buffer full), or BF_FULL (at the largest
+** partial class: the caller merges). */
+static int mini_grow_insert(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
+                            const uint8_t *key, uint32_t klen, int type,
+                            const uint8_t *val, uint32_t vlen) {
+  for (;;) {
+    uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+    int rc = bf_node_upsert(mini, key, klen, type, val, vlen);
+    if (rc != BF_FULL) return rc;
+    uint32_t cls = bf_buf_node_class(mini);
+    if (cls >= t->max_mini_class) return BF_FULL;
+    /* Next class that holds everything plus the new record. */
+    uint32_t need = BF_NODE_HEADER + bf_node_used(mini) +
+                    bf_record_space(klen, vlen);
+    uint32_t next = bf_buf_class_for(t->buf, need);
+    if (next <= cls) next = cls + 1;
+    if (next > t->max_mini_class) next = t->max_mini_class;
+    rc = mini_move(t, leaf_id, e, next, false);
+    if (rc != BF_OK) return rc;
+    BF_COUNT(t, mini_grows, 1);
+  }
+}
+
+/*
+** Apply a write (INSERT or TOMBSTONE) to the latched leaf's mini-page.
+** Exclusive latch.  Returns BF_OK, BF_RETRY (unlatch, evict, retry),
+** BF_RESTART (the leaf split: unlatch and retry from the root), or an error.
+*/
+static int mini_write(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
+                      const uint8_t *key, uint32_t klen, int type,
+                      const uint8_t *val, uint32_t vlen) {
+  for (int round = 0;; round++) {
+    uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+    int rc;
+    bool split;
+    if (round > 3) return BF_CORRUPT_BKPT; /* a merge must make room */
+
+    if (!mini) {
+      uint32_t cls = bf_buf_class_for(
+          t->buf, BF_NODE_HEADER + bf_record_space(klen, vlen));
+      uint8_t *node;
+      rc = bf_buf_alloc(t->buf, cls, leaf_id, &node);
+      if (rc != BF_OK) return rc;
+      bf_node_init(node, bf_buf_class_size(t->buf, cls));
+      rc = bf_node_upsert(node, key, klen, type, val, vlen);
+      if (rc != BF_OK) {
+        bf_buf_abort(t->buf, node);
+        return rc == BF_FULL ? BF_CORRUPT_BKPT : rc;
+      }
+      bf_buf_publish(t->buf, node);
+      atomic_store_explicit(&e->mini, node, memory_order_release);
+      return BF_OK;
+    }
+
+    if (is_full_page(t, mini)) {
+      struct bf_leaf leaf;
+      uint32_t idx;
+      bf_leaf_view(mini, t->page_size, &leaf);
+      bool found = bf_leaf_search(&leaf, key, klen, &idx);
+      if (type == BF_REC_TOMBSTONE) {
+        struct bf_record r;
+        if (!found) return BF_OK; /* the full page says: not there */
+        bf_node_record(leaf.node, idx, &r);
+        if (r.type == BF_REC_TOMBSTONE || r.type == BF_REC_PHANTOM)
+          return BF_OK;
+      }
+      rc = bf_node_upsert(leaf.node, key + leaf.prefix_len,
+                          klen - leaf.prefix_len, type, val, vlen);
+      if (rc != BF_FULL) return rc;
+      /* The full page is full: write its dirty records, then let the
+      ** record start a new partial mini-page (later merges split). */
+      if (node_has_dirty(leaf.node)) {
+        rc = leaf_merge(t, leaf_id, e, &split);
+        if (rc != BF_OK) return rc;
+        mini_drop(t, e);
+        if (split) return BF_RESTART;
+      } else {
+        mini_drop(t, e);
+      }
+      continue;
+    } else {
+      if (type == BF_REC_TOMBSTONE) {
+        uint32_t idx;
+        struct bf_record r;
+        if (bf_node_search(mini, key, klen, &idx)) {
+          bf_node_record(mini, idx, &r);
+          if (r.type == BF_REC_PHANTOM) return BF_OK;
+        }
+      }
+      rc = mini_grow_insert(t, leaf_id, e, key, klen, type, val, vlen);
+      if (rc != BF_FULL) return rc;
+      mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+      /* Full at the largest class: first shed clean records. */
+      if (node_has_dirty(mini) == false || bf_node_count(mini) == 0) {
+        mini_drop_clean(t, mini, true);
+        continue;
+      }
+    }
+
+    /* Merge the dirty records into the leaf page. */
+    rc = leaf_merge(t, leaf_id, e, &split);
+    if (rc != BF_OK) return rc;
+    if (split) {
+      mini_drop(t, e);
+      return BF_RESTART;
+    }
+    mini_mark_clean(t, mini);
+    if (!is_full_page(t, mini)) mini_drop_clean(t, mini, round > 0);
+  }
+}
+
+static int check_write(bf_tree *t, size_t klen, size_t vlen) {
+  int err = atomic_load_explicit(&t->error, memory_order_relaxed);
+  if (err != BF_OK) return BF_READONLY;
+  if (klen > t->max_key || klen + vlen > t->max_record) return BF_TOOBIG;
+  return BF_OK;
+}
+
+static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
+                      const void *val, size_t vlen) {
+  int rc = check_write(t, klen, vlen);
+  if (rc != BF_OK) return rc;
+  if (klen && !key) return BF_INVALID;
+  if (vlen && !val) return BF_INVALID;
+  pthread_rwlock_rdlock(&t->checkpoint_gate);
+  for (;;) {
+    uint32_t leaf_id;
+    struct bf_leaf_entry *e;
+    rc = bf_tree_latch_leaf(t, key, (uint32_t)klen, BF_FIND_KEY, true, &leaf_id,
+                            &e);
+    if (rc != BF_OK) break;
+    rc = mini_write(t, leaf_id, e, key, (uint32_t)klen, type, val,
+                    (uint32_t)vlen);
+    if (rc == BF_OK) mini_relocate(t, leaf_id, e);
+    bf_unlatch_exclusive(&e->latch);
+    if (rc == BF_RESTART) continue;
+    if (rc == BF_RETRY) {
+      uint32_t cls = bf_buf_class_for(
+          t->buf, BF_NODE_HEADER + bf_record_space((uint32_t)klen,
+                                                   (uint32_t)vlen) * 2);
+      rc = bf_tree_evict(t, cls);
+      if (rc == BF_OK) continue;
+    }
+    break;
+  }
+  pthread_rwlock_unlock(&t->checkpoint_gate);
+  return rc;
+}
+
+int bf_put(bf_tree *t, const void *key, size_t klen, const void *val,
+           size_t vlen) {
+  return tree_write(t, key, klen, BF_REC_INSERT, val, vlen);
+}
+
+int bf_delete(bf_tree *t, const void *key, size_t klen) {
+  return tree_write(t, key, klen, BF_REC_TOMBSTONE, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------
+** Reads.
+*/
+
+/* Cache a record read from disk (or a phantom for a miss) in the leaf's
+** mini-page.  Exclusive latch.  Best effort: BF_RETRY means no room. */
+static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
+                        const uint8_t *key, uint32_t klen, const uint8_t *val,
+                        uint32_t vlen, bool found) {
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  uint8_t *node;
+  uint32_t idx;
+  int type = found ? BF_REC_CACHE : BF_REC_PHANTOM;
+  if (!found) vlen = 0;
+  if (mini) {
+    if (is_full_page(t, mini)) return BF_OK;
+    if (mini_search(t, mini, key, klen, &node, &idx)) return BF_OK;
+    int rc = mini_grow_insert(t, leaf_id, e, key, klen, type, val, vlen);
+    if (rc == BF_FULL) rc = BF_OK; /* never merge for a clean record */
+    if (rc == BF_OK) BF_COUNT(t, record_promotions, found), BF_COUNT(t, phantoms, !found);
+    return rc;
+  }
+  uint32_t cls =
+      bf_buf_class_for(t->buf, BF_NODE_HEADER + bf_record_space(klen, vlen));
+  int rc = bf_buf_alloc(t->buf, cls, leaf_id, &node);
+  if (rc != BF_OK) return rc;
+  bf_node_init(node, bf_buf_class_size(t->buf, cls));
+  rc = bf_node_upsert(node, key, klen, type, val, vlen);
+  if (rc != BF_OK) {
+    bf_buf_abort(t->buf, node);
+    return BF_OK;
+  }
+  bf_buf_publish(t->buf, node);
+  atomic_store_explicit(&e->mini, node, memory_order_release);
+  BF_COUNT(t, record_promotions, found);
+  BF_COUNT(t, phantoms, !found);
+  return BF_OK;
+}
+
+int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
+           size_t buffer_size, size_t *value_len) {
+  const uint8_t *key = key_in;
+  uint32_t leaf_id;
+  struct bf_leaf_entry *e;
+  uint8_t *page = NULL;
+  bool need_evict = false;
+  int rc;
+
+  if (klen > t->max_key) return BF_TOOBIG;
+  if (klen && !key) return BF_INVALID;
+  rc = bf_tree_latch_leaf(t, key, (uint32_t)klen, BF_FIND_KEY, false, &leaf_id,
+                          &e);
+  if (rc != BF_OK) return rc;
+
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  if (mini) {
+    uint8_t *node;
+    uint32_t idx;
+    bool found = mini_search(t, mini, key, (uint32_t)klen, &node, &idx);
+    if (found || is_full_page(t, mini)) {
+      rc = BF_NOTFOUND;
+      if (found) {
+        struct bf_record r;
+        bf_node_record(node, idx, &r);
+        if (r.type == BF_REC_INSERT || r.type == BF_REC_CACHE) {
+          size_t n = r.value_len < buffer_size ? r.value_len : buffer_size;
+          if (n) memcpy(buffer, r.value, n);
+          *value_len = r.value_len;
+          rc = BF_OK;
+        }
+        if (!r.referenced) bf_node_mark_referenced(node, idx);
+      }
+      BF_COUNT(t, cache_hits, 1);
+      if (bf_buf_in_second_chance(t->buf, mini) && bf_try_upgrade(&e->latch)) {
+        mini_relocate(t, leaf_id, e);
+        bf_unlatch_exclusive(&e->latch);
+      } else {
+        bf_unlatch_shared(&e->latch);
+      }
+      return rc;
+    }
+  }
+
+  /* Miss: read the leaf page. */
+  BF_COUNT(t, cache_misses, 1);
+  page = page_alloc(t);
+  if (!page) {
+    bf_unlatch_shared(&e->latch);
+    return BF_NOMEM;
+  }
+  struct bf_leaf leaf;
+  uint32_t idx;
+  struct bf_record r = {0};
+  rc = bf_tree_read_leaf(t, e, page, &leaf);
+  bool found = false;
+  if (rc == BF_OK) {
+    found = bf_leaf_search(&leaf, key, (uint32_t)klen, &idx);
+    if (found) {
+      bf_node_record(leaf.node, idx, &r);
+      size_t n = r.value_len < buffer_size ? r.value_len : buffer_size;
+      if (n) memcpy(buffer, r.value, n);
+      *value_len = r.value_len;
+    } else {
+      rc = BF_NOTFOUND;
+    }
+  }
+  bool promoted_latch = false;
+  if ((rc == BF_OK || rc == BF_NOTFOUND) &&
+      bf_random_percent(t->opts.read_promote_percent) &&
+      bf_try_upgrade(&e->latch)) {
+    promoted_latch = true;
+    if (mini_promote(t, leaf_id, e, key, (uint32_t)klen, r.value, r.value_len,
+                     found) == BF_RETRY)
+      need_evict = true;
+  }
+  if (promoted_latch)
+    bf_unlatch_exclusive(&e->latch);
+  else
+    bf_unlatch_shared(&e->latch);
+  bf_free_aligned(page);
+  if (need_evict) bf_tree_evict(t, t->max_mini_class);
+  return rc;
+}
+
+/* Scan promotion: see bf_int.h. */
+int bf_tree_promote_page(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
+                         const uint8_t *page) {
+  uint8_t *old = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  uint8_t *node;
+  if (old && is_full_page(t, old)) return BF_OK;
+  int rc = bf_buf_alloc(t->buf, t->full_class, leaf_id, &node);
+  if (rc != BF_OK) return rc;
+  memcpy(node, page, t->page_size);
+  if (old) {
+    struct bf_leaf leaf;
+    bf_leaf_view(node, t->page_size, &leaf);
+    uint32_t n = bf_node_count(old);
+    for (uint32_t i = 0; i < n && rc == BF_OK; i++) {
+      struct bf_record r;
+      bf_node_record(old, i, &r);
+      if (!bf_rec_is_dirty(r.type)) continue;
+      uint32_t idx;
+      bool found = bf_leaf_search(&leaf, r.key, r.key_len, &idx);
+      if (r.type == BF_REC_TOMBSTONE && !found) continue;
+      rc = bf_node_upsert(leaf.node, r.key + leaf.prefix_len,
+                          r.key_len - leaf.prefix_len, r.type, r.value,
+                          r.value_len);
+    }
+    if (rc != BF_OK) {
+      bf_buf_abort(t->buf, node);
+      return rc;
+    }
+  }
+  bf_buf_publish(t->buf, node);
+  atomic_store_explicit(&e->mini, node, memory_order_release);
+  if (old) bf_buf_free(t->buf, old);
+  BF_COUNT(t, page_promotions, 1);
+  return BF_OK;
+}
+
+/* ------------------------------------------------------------------------
+** Eviction.
+*/
+
+/* Evict the mini-page in block node (claimed by bf_buf_evict_next). */
+static int evict_block(bf_tree *t, uint8_t *node) {
+  uint32_t leaf_id = bf_buf_node_leaf(node);
+  int rc = BF_OK;
+  if (NEVER(leaf_id >= bf_map_count(t->map))) {
+    bf_buf_evict_done(t->buf, node);
+    return BF_CORRUPT_BKPT;
+  }
+  struct bf_leaf_entry *e = bf_map_get(t->map, leaf_id);
+  bf_latch_exclusive(&e->latch);
+  if (bf_buf_node_state(node) == BF_BLOCK_READY &&
+      ALWAYS(atomic_load_explicit(&e->mini, memory_order_relaxed) == node)) {
+    if (node_has_dirty(mini_node(t, node))) {
+      bool split;
+      rc = leaf_merge(t, leaf_id, e, &split);
+      if (rc != BF_OK) {
+        /* Keep the block (and its dirty records) where it is: the head
+        ** stays here, the tree is in error and refuses writes. */
+        set_error(t, rc);
+        bf_unlatch_exclusive(&e->latch);
+        return rc;
+      }
+    }
+    atomic_store_explicit(&e->mini, NULL, memory_order_release);
+    BF_COUNT(t, evictions, 1);
+  }
+  bf_buf_evict_done(t->buf, node);
+  bf_unlatch_exclusive(&e->latch);
+  return rc;
+}
+
+int bf_tree_evict(bf_tree *t, uint32_t size_class) {
+  int idle = 0;
+  if (size_class > t->full_class) size_class = t->full_class;
+  while (bf_buf_needs_eviction(t->buf, size_class)) {
+    uint8_t *node;
+    int rc = bf_buf_evict_next(t->buf, &node);
+    if (rc == BF_RETRY) {
+      if (++idle > 1000) return BF_OK; /* others are evicting; retry the op */
+      sched_yield();
+      continue;
+    }
+    if (rc != BF_OK) return rc;
+    if (!node) continue;
+    idle = 0;
+    rc = evict_block(t, node);
+    if (rc != BF_OK) return rc;
+  }
+  return BF_OK;
+}
+
+/* ------------------------------------------------------------------------
+** Checkpoints.
+*/
+
+/* Merge every dirty mini-page.  Caller holds the gate exclusive (no new
+** dirty records).  Splits append leaves, so loop until the count is stable. */
+static int flush_all(bf_tree *t, bool drop) {
+  uint32_t done = 0;
+  int rc = BF_OK;
+  while (rc == BF_OK && done < bf_map_count(t->map)) {
+    uint32_t n = bf_map_count(t->map);
+    for (uint32_t id = done; id < n && rc == BF_OK; id++) {
+      struct bf_leaf_entry *e = bf_map_get(t->map, id);
+      bf_latch_exclusive(&e->latch);
+      uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+      if (mini && e->disk_page != BF_NO_PAGE) {
+        if (node_has_dirty(mini_node(t, mini))) {
+          bool split;
+          rc = leaf_merge(t, id, e, &split);
+          if (rc == BF_OK && split)
+            mini_drop(t, e);
+          else if (rc == BF_OK)
+            mini_mark_clean(t, mini);
+        }
+        if (rc == BF_OK && drop) mini_drop(t, e);
+      }
+      bf_unlatch_exclusive(&e->latch);
+    }
+    done = n;
+  }
+  return rc;
+}
+
+struct image_builder {
+  bf_tree *t;
+  struct bf_ckpt_image *image;
+  uint64_t capacity;
+  uint32_t *ids;
+};
+
+static int image_add(void *ctx, uint32_t leaf_id, const uint8_t *low,
+                     uint32_t low_len, const uint8_t *high, uint32_t high_len) {
+  struct image_builder *b = ctx;
+  BF_UNUSED(high);
+  BF_UNUSED(high_len);
+  if (b->image->leaf_count == b->capacity) {
+    uint64_t cap = b->capacity ? b->capacity * 2 : 1024;
+    struct bf_ckpt_leaf *p = realloc(b->image->leaves, cap * sizeof *p);
+    uint32_t *q = realloc(b->ids, cap * sizeof *q);
+    if (p) b->image->leaves = p;
+    if (q) b->ids = q;
+    if (!p || !q) return BF_NOMEM;
+    b->capacity = cap;
+  }
+  struct bf_ckpt_leaf *l = &b->image->leaves[b->image->leaf_count];
+  struct bf_leaf_entry *e = bf_map_get(b->t->map, leaf_id);
+  memset(l, 0, sizeof *l);
+  /* No latch: this runs under the inner structure mutex, which ranks below
+  ** leaf latches (protocol 3).  disk_page is stable: the caller holds the
+  ** checkpoint gate exclusive and has flushed every dirty record, so no
+  ** merge can run; the gate's acquisition orders us after every writer. */
+  l->disk_page = e->disk_page;
+  if (low) {
+    l->low = malloc(low_len ? low_len : 1);
+    if (!l->low) return BF_NOMEM;
+    memcpy(l->low, low, low_len);
+    l->low_len = low_len;
+  }
+  b->ids[b->image->leaf_count++] = leaf_id;
+  return BF_OK;
+}
+
+/* Flush and write a checkpoint.  Caller holds the gate exclusive. */
+static int checkpoint_locked(bf_tree *t, bool drop) {
+  struct bf_ckpt_image image;
+  struct image_builder b = {t, &image, 0, NULL};
+  int rc = atomic_load(&t->error);
+  if (rc != BF_OK) return BF_READONLY;
+  memset(&image, 0, sizeof image);
+  rc = flush_all(t, drop);
+  if (rc == BF_OK) rc = bf_inner_for_each_leaf(t->inner, image_add, &b);
+  if (rc == BF_OK) {
+    image.page_size = t->page_size;
+    image.generation = t->generation;
+    rc = bf_ckpt_write(t->io, t->space, &image);
+  }
+  if (rc == BF_OK) {
+    t->generation = image.generation;
+    for (uint64_t i = 0; i < image.leaf_count; i++) {
+      struct bf_leaf_entry *e = bf_map_get(t->map, b.ids[i]);
+      bf_latch_exclusive(&e->latch);
+      e->flags |= BF_ENTRY_IN_CHECKPOINT;
+      bf_unlatch_exclusive(&e->latch);
+    }
+  }
+  bf_ckpt_image_free(&image);
+  free(b.ids);
+  return rc;
+}
+
+int bf_checkpoint(bf_tree *t) {
+  pthread_rwlock_wrlock(&t->checkpoint_gate);
+  int rc = checkpoint_locked(t, false);
+  pthread_rwlock_unlock(&t->checkpoint_gate);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+** Open and close.
+*/
+static void tree_free(bf_tree *t) {
+  if (!t) return;
+  if (t->inner) bf_inner_destroy(t->inner);
+  if (t->map) bf_map_destroy(t->map);
+  if (t->buf) bf_buf_destroy(t->buf);
+  if (t->space) bf_space_destroy(t->space);
+  if (t->io) bf_io_close(t->io);
+  pthread_rwlock_destroy(&t->checkpoint_gate);
+  bf_free(t);
+}
+
+static int check_options(const bf_options *o, char **errmsg) {
+  uint32_t ps = o->page_size;
+  if (ps < 512 || ps > 32768 || (ps & (ps - 1))) {
+    *errmsg = bf_mprintf("page_size %u is not a power of two from 512 to 32768",
+                         ps);
+    return BF_INVALID;
+  }
+  if (o->io_mode < BF_IO_AUTO || o->io_mode > BF_IO_PSYNC) {
+    *errmsg = bf_mprintf("io_mode %d is not one of auto, uring, psync",
+                         o->io_mode);
+    return BF_INVALID;
+  }
+  if (o->direct_io < BF_DIRECT_AUTO || o->direct_io > BF_DIRECT_OFF) {
+    *errmsg = bf_mprintf("direct_io %d is not one of auto, on, off",
+                         o->direct_io);
+    return BF_INVALID;
+  }
+  if (o->read_promote_percent > 100 || o->scan_promote_percent > 100) {
+    *errmsg = bf_mprintf("promotion percentages must be 0..100");
+    return BF_INVALID;
+  }
+  if (o->max_mini_divisor < 2 || o->max_mini_divisor > 64) {
+    *errmsg = bf_mprintf("max_mini_divisor %u is not in 2..64",
+                         o->max_mini_divisor);
+    return BF_INVALID;
+  }
+  return BF_OK;
+}
+
+/* Size the tree for its page size (from the options or the file). */
+static int tree_setup(bf_tree *t, uint32_t page_size, char **errmsg) {
+  uint64_t min_buffer = 16ull * (page_size + 8);
+  t->page_size = page_size;
+  t->max_key = page_size / 8;
+  t->max_record = page_size / 4 - BF_SLOT_SIZE;
+  if (t->opts.buffer_size < min_buffer) {
+    *errmsg = bf_mprintf("buffer_size %llu is below the minimum of %llu bytes "
+                         "(16 pages of %u bytes)",
+                         (unsigned long long)t->opts.buffer_size,
+                         (unsigned long long)min_buffer, page_size);
+    return BF_INVALID;
+  }
+  int rc = bf_buf_create(t->opts.buffer_size, page_size, &t->buf);
+  if (rc != BF_OK) {
+    *errmsg = bf_mprintf("cannot create the buffer: %s", bf_strerror(rc));
+    return rc;
+  }
+  t->full_class = bf_buf_full_class(t->buf);
+  uint32_t by_divisor =
+      bf_buf_class_for(t->buf, page_size / t->opts.max_mini_divisor);
+  uint32_t by_record =
+      bf_buf_class_for(t->buf, BF_NODE_HEADER + page_size / 4);
+  t->max_mini_class = by_divisor > by_record ? by_divisor : by_record;
+  if (t->max_mini_class >= t->full_class) t->max_mini_class = t->full_class - 1;
+  rc = bf_map_create(&t->map);
+  if (rc != BF_OK) *errmsg = bf_mprintf("out of memory");
+  return rc;
+}
+
+static uint32_t inner_node_size(uint32_t page_size) {
+  return page_size > 4096 ? page_size : 4096;
+}
+
+/* A new file: one empty leaf and the first checkpoint. */
+static int tree_create(bf_tree *t) {
+  uint32_t id;
+  struct bf_leaf_entry *e;
+  uint8_t *page = page_alloc(t);
+  int rc = page ? bf_space_create(BF_FIRST_DATA_PAGE, &t->space) : BF_NOMEM;
+  if (rc == BF_OK) rc = bf_map_add(t->map, &id, &e);
+  if (rc == BF_OK)
+    rc = bf_inner_create(inner_node_size(t->page_size), t->max_key, id,
+                         &t->inner);
+  if (rc == BF_OK) rc = bf_space_alloc(t->space, &e->disk_page);
+  if (rc == BF_OK) {
+    struct bf_leaf leaf;
+    memset(page, 0, t->page_size);
+    bf_leaf_init(page, t->page_size, NULL, 0, NULL, 0, &leaf);
+    rc = write_page(t, page, e->disk_page);
+  }
+  bf_free_aligned(page);
+  if (rc == BF_OK) rc = checkpoint_locked(t, false);
+  return rc;
+}
+
+static int tree_load(bf_tree *t, char **errmsg) {
+  struct bf_ckpt_image image;
+  uint32_t *ids = NULL;
+  const uint8_t **lows = NULL;
+  uint32_t *lens = NULL;
+  int rc = bf_ckpt_load(t->io, &image, &t->space, errmsg);
+  if (rc != BF_OK) return rc;
+  t->generation = image.generation;
+  ids = calloc(image.leaf_count, sizeof *ids);
+  lows = calloc(image.leaf_count, sizeof *lows);
+  lens = calloc(image.leaf_count, sizeof *lens);
+  if (!ids || !lows || !lens) rc = BF_NOMEM;
+  for (uint64_t i = 0; rc == BF_OK && i < image.leaf_count; i++) {
+    struct bf_leaf_entry *e;
+    rc = bf_map_add(t->map, &ids[i], &e);
+    if (rc == BF_OK) {
+      e->disk_page = image.leaves[i].disk_page;
+      e->flags = BF_ENTRY_IN_CHECKPOINT;
+      lows[i] = image.leaves[i].low;
+      lens[i] = image.leaves[i].low_len;
+    }
+  }
+  if (rc == BF_OK)
+    rc = bf_inner_bulk_load(inner_node_size(t->page_size), t->max_key,
+                            (uint32_t)image.leaf_count, ids, lows, lens,
+                            &t->inner);
+  free(ids);
+  free(lows);
+  free(lens);
+  bf_ckpt_image_free(&image);
+  return rc;
+}
+
+int bf_open(const char *path, const bf_options *opts_in, bf_tree **out,
+            char **errmsg_out) {
+  bf_options defaults;
+  char *errmsg = NULL;
+  bf_tree *t = NULL;
+  uint64_t size = 0;
+  int rc;
+
+  *out = NULL;
+  if (errmsg_out) *errmsg_out = NULL;
+  if (!opts_in) {
+    bf_options_init(&defaults);
+    opts_in = &defaults;
+  }
+  if (!path) {
+    rc = BF_INVALID;
+    errmsg = bf_mprintf("no file name");
+    goto fail;
+  }
+  rc = check_options(opts_in, &errmsg);
+  if (rc != BF_OK) goto fail;
+  t = bf_calloc(1, sizeof *t);
+  if (!t) {
+    rc = BF_NOMEM;
+    goto fail;
+  }
+  t->opts = *opts_in;
+  if (t->opts.seed) bf_random_seed(t->opts.seed);
+  {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&t->checkpoint_gate, &attr);
+    pthread_rwlockattr_destroy(&attr);
+  }
+  rc = bf_io_open(path, opts_in->io_mode, opts_in->direct_io, opts_in->create,
+                  &t->io, &errmsg);
+  if (rc != BF_OK) goto fail;
+  rc = bf_io_file_size(t->io, &size);
+  if (rc != BF_OK) goto fail;
+  if (size == 0) {
+    rc = tree_setup(t, opts_in->page_size, &errmsg);
+    if (rc == BF_OK) rc = tree_create(t);
+  } else {
+    uint32_t ps = 0;
+    rc = bf_ckpt_probe(t->io, &ps, &errmsg);
+    if (rc == BF_OK) rc = tree_setup(t, ps, &errmsg);
+    if (rc == BF_OK) rc = tree_load(t, &errmsg);
+  }
+  if (rc != BF_OK) goto fail;
+  *out = t;
+  return BF_OK;
+
+fail:
+  if (!errmsg) errmsg = bf_mprintf("%s", bf_strerror(rc));
+  if (errmsg && path) {
+    char *full = bf_mprintf("%s: %s", path, errmsg);
+    if (full) {
+      free(errmsg);
+      errmsg = full;
+    }
+  }
+  if (errmsg_out)
+    *errmsg_out = errmsg;
+  else
+    free(errmsg);
+  tree_free(t);
+  return rc;
+}
+
+int bf_close(bf_tree *t) {
+  if (!t) return BF_OK;
+  pthread_rwlock_wrlock(&t->checkpoint_gate);
+  int rc = checkpoint_locked(t, true);
+  pthread_rwlock_unlock(&t->checkpoint_gate);
+  tree_free(t);
+  return rc;
+}
+
+void bf_abandon(bf_tree *t) { tree_free(t); }
+
+/* ------------------------------------------------------------------------
+** Statistics.
+*/
+void bf_stats_get(bf_tree *t, bf_stats *s) {
+  struct bf_buf_stats bs;
+  memset(s, 0, sizeof *s);
+  bf_buf_stats(t->buf, &bs);
+  s->page_size = t->page_size;
+  s->buffer_size = bf_buf_size(t->buf);
+  s->buffer_used = bs.used;
+  s->buffer_live = bs.live;
+  s->size_class_count = bf_buf_class_count(t->buf);
+  for (uint32_t c = 0; c < s->size_class_count && c < BF_MAX_SIZE_CLASSES; c++) {
+    s->size_class_bytes[c] = bf_buf_class_size(t->buf, c);
+    s->mini_pages[c] = bs.blocks[c];
+  }
+  s->full_page_minis = bs.blocks[t->full_class];
+  s->leaf_pages = bf_map_count(t->map);
+  s->inner_nodes = bf_inner_node_count(t->inner);
+  s->tree_height = bf_inner_height(t->inner);
+  s->inner_bytes = bf_inner_bytes(t->inner);
+  s->mapping_bytes = bf_map_bytes(t->map);
+  s->file_pages = bf_space_file_pages(t->space);
+  s->free_pages = bf_space_free_pages(t->space);
+#define LOAD(f) s->f = atomic_load_explicit(&t->count.f, memory_order_relaxed)
+  LOAD(cache_hits);
+  LOAD(cache_misses);
+  LOAD(leaf_reads);
+  LOAD(leaf_writes);
+  LOAD(bytes_read);
+  LOAD(bytes_written);
+  LOAD(merges);
+  LOAD(splits);
+  LOAD(evictions);
+  LOAD(copy_on_access);
+  LOAD(record_promotions);
+  LOAD(phantoms);
+  LOAD(page_promotions);
+  LOAD(mini_grows);
+#undef LOAD
+  s->inner_splits = 0;
+  s->io_mode = (uint64_t)bf_io_mode(t->io);
+  s->direct_io = bf_io_direct(t->io);
+}
+
+/* ------------------------------------------------------------------------
+** bf_check.
+*/
+struct check_leaf_info {
+  uint32_t id;
+  uint32_t low_len, high_len;
+  uint8_t *low, *high; /* NULL = infinite */
+};
+
+struct check_state {
+  bf_tree *t;
+  uint8_t *page;
+  char *err;
+  struct check_leaf_info *leaves;
+  uint64_t count, capacity;
+};
+
+static uint8_t *dup_key(const uint8_t *k, uint32_t len) {
+  if (!k) return NULL;
+  uint8_t *p = malloc(len + 1);
+  if (p && len) memcpy(p, k, len);
+  return p;
+}
+
+/* Collect the leaves under the structure mutex; they are checked after it
+** is released, because leaf latches rank above it (protocol 3). */
+static int check_collect(void *ctx, uint32_t leaf_id, const uint8_t *low,
+                         uint32_t low_len, const uint8_t *high,
+                         uint32_t high_len) {
+  struct check_state *c = ctx;
+  if (c->count == c->capacity) {
+    uint64_t cap = c->capacity ? c->capacity * 2 : 256;
+    struct check_leaf_info *p = realloc(c->leaves, cap * sizeof *p);
+    if (!p) return BF_NOMEM;
+    c->leaves = p;
+    c->capacity = cap;
+  }
+  struct check_leaf_info *l = &c->leaves[c->count++];
+  l->id = leaf_id;
+  l->low_len = low_len;
+  l->high_len = high_len;
+  l->low = dup_key(low, low_len);
+  l->high = dup_key(high, high_len);
+  if ((low && !l->low) || (high && !l->high)) return BF_NOMEM;
+  return BF_OK;
+}
+
+static bool fence_equal(const uint8_t *a, uint32_t alen, bool ainf,
+                        const uint8_t *b, uint32_t blen, bool binf) {
+  if (ainf || binf) return ainf == binf;
+  return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+static int check_leaf(struct check_state *c, uint32_t leaf_id,
+                      const uint8_t *low, uint32_t low_len,
+                      const uint8_t *high, uint32_t high_len) {
+  bf_tree *t = c->t;
+  struct bf_leaf_entry *e = bf_map_get(t->map, leaf_id);
+  struct bf_leaf leaf;
+  char err[160];
+  int rc;
+  bf_latch_shared(&e->latch);
+  rc = bf_io_read(t->io, c->page, t->page_size, e->disk_page * t->page_size);
+  if (rc != BF_OK) {
+    c->err = bf_mprintf("leaf %u: cannot read page %llu: %s", leaf_id,
+                        (unsigned long long)e->disk_page, bf_strerror(rc));
+    goto out;
+  }
+  rc = bf_leaf_verify(c->page, t->page_size, e->disk_page, &leaf, err,
+                      sizeof err);
+  if (rc != BF_OK) {
+    c->err = bf_mprintf("leaf %u (page %llu): %s", leaf_id,
+                        (unsigned long long)e->disk_page, err);
+    goto out;
+  }
+  if (!fence_equal(leaf.low, leaf.low_len, leaf.low == NULL, low, low_len,
+                   low == NULL) ||
+      !fence_equal(leaf.high, leaf.high_len, leaf.high == NULL, high, high_len,
+                   high == NULL)) {
+    rc = BF_CORRUPT;
+    c->err = bf_mprintf("leaf %u (page %llu): fences differ from the inner "
+                        "nodes",
+                        leaf_id, (unsigned long long)e->disk_page);
+    goto out;
+  }
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+  if (mini) {
+    if (bf_buf_node_leaf(mini) != leaf_id ||
+        bf_buf_node_state(mini) != BF_BLOCK_READY) {
+      rc = BF_CORRUPT;
+      c->err = bf_mprintf("leaf %u: its mini-page block belongs to leaf %u "
+                          "or is not ready",
+                          leaf_id, bf_buf_node_leaf(mini));
+      goto out;
+    }
+    if (is_full_page(t, mini)) {
+      struct bf_leaf fl;
+      bf_leaf_view(mini, t->page_size, &fl);
+      rc = bf_node_check(fl.node, bf_node_size(fl.node), err, sizeof err);
+      if (rc == BF_OK &&
+          (!fence_equal(fl.low, fl.low_len, fl.low == NULL, low, low_len,
+                        low == NULL) ||
+           !fence_equal(fl.high, fl.high_len, fl.high == NULL, high, high_len,
+                        high == NULL))) {
+        rc = BF_CORRUPT;
+        snprintf(err, sizeof err, "full-page mini-page fences differ");
+      }
+    } else {
+      rc = bf_node_check(mini, bf_node_size(mini), err, sizeof err);
+      uint32_t n = rc == BF_OK ? bf_node_count(mini) : 0;
+      for (uint32_t i = 0; i < n && rc == BF_OK; i++) {
+        struct bf_record r;
+        bf_node_record(mini, i, &r);
+        if (!bf_leaf_contains(&leaf, r.key, r.key_len)) {
+          rc = BF_CORRUPT;
+          snprintf(err, sizeof err, "mini-page record %u outside the fences",
+                   i);
+        }
+      }
+    }
+    if (rc != BF_OK) {
+      c->err = bf_mprintf("leaf %u mini-page: %s", leaf_id, err);
+      goto out;
+    }
+  }
+out:
+  bf_unlatch_shared(&e->latch);
+  return rc;
+}
+
+int bf_check(bf_tree *t, char **errmsg) {
+  char err[200];
+  struct check_state c;
+  int rc;
+  memset(&c, 0, sizeof c);
+  c.t = t;
+  if (errmsg) *errmsg = NULL;
+  rc = bf_inner_check(t->inner, err, sizeof err);
+  if (rc != BF_OK) {
+    c.err = bf_mprintf("inner nodes: %s", err);
+    goto out;
+  }
+  c.page = page_alloc(t);
+  if (!c.page) {
+    rc = BF_NOMEM;
+    goto out;
+  }
+  rc = bf_inner_for_each_leaf(t->inner, check_collect, &c);
+  for (uint64_t i = 0; rc == BF_OK && i < c.count; i++) {
+    struct check_leaf_info *l = &c.leaves[i];
+    rc = check_leaf(&c, l->id, l->low, l->low_len, l->high, l->high_len);
+  }
+  if (rc == BF_OK) {
+    rc = bf_buf_check(t->buf, err, sizeof err);
+    if (rc != BF_OK) c.err = bf_mprintf("buffer: %s", err);
+  }
+  if (rc == BF_OK && c.count != bf_map_count(t->map)) {
+    /* Leaves that were created but never published (a failed split) are
+    ** allowed only when they hold no page. */
+    uint32_t n = bf_map_count(t->map);
+    uint64_t with_page = 0;
+    for (uint32_t id = 0; id < n; id++)
+      with_page += bf_map_get(t->map, id)->disk_page != BF_NO_PAGE;
+    if (with_page != c.count) {
+      rc = BF_CORRUPT;
+      c.err = bf_mprintf("%llu leaves reachable, %llu with pages",
+                         (unsigned long long)c.count,
+                         (unsigned long long)with_page);
+    }
+  }
+out:
+  for (uint64_t i = 0; i < c.count; i++) {
+    free(c.leaves[i].low);
+    free(c.leaves[i].high);
+  }
+  free(c.leaves);
+  bf_free_aligned(c.page);
+  if (rc != BF_OK && errmsg) *errmsg = c.err ? c.err : bf_mprintf("%s", bf_strerror(rc));
+  else free(c.err);
+  return rc;
+}

@@ -1,0 +1,311 @@
+/*
+** test_tree.c: deterministic tests of the tree's operations through the
+** public API: put/get/delete, overwrite, limits, empty and tiny keys,
+** splits, eviction with merges, scans in both directions with every bound
+** kind, reopen, bad options, a foreign file, a locked file, corrupt pages.
+*/
+#include "test_util.h"
+
+#include "bftree.h"
+#include "bf_int.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+struct fixture {
+  char *dir;
+  char path[600];
+  bf_tree *tree;
+  bf_options opts;
+};
+
+static int setup(void **state) {
+  struct fixture *f = calloc(1, sizeof *f);
+  f->dir = test_tmpdir();
+  snprintf(f->path, sizeof f->path, "%s/t.bf", f->dir);
+  bf_options_init(&f->opts);
+  f->opts.buffer_size = 256 << 10;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  struct fixture *f = *state;
+  if (f->tree) bf_close(f->tree);
+  test_rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+static void open_tree(struct fixture *f) {
+  char *err = NULL;
+  int rc = bf_open(f->path, &f->opts, &f->tree, &err);
+  if (rc != BF_OK) fail_msg("bf_open: %s (%s)", bf_strerror(rc), err);
+  free(err);
+}
+
+static void reopen(struct fixture *f) {
+  assert_int_equal(bf_close(f->tree), BF_OK);
+  f->tree = NULL;
+  open_tree(f);
+}
+
+static void check_ok(bf_tree *t) {
+  char *err = NULL;
+  int rc = bf_check(t, &err);
+  if (rc != BF_OK) fail_msg("bf_check: %s", err ? err : "?");
+  free(err);
+}
+
+static void key_of(uint32_t i, char *buf, size_t *len) {
+  *len = (size_t)snprintf(buf, 32, "key%08u", i);
+}
+
+static void test_put_get_delete(void **state) {
+  struct fixture *f = *state;
+  char v[64];
+  size_t vlen = 0;
+  open_tree(f);
+  assert_int_equal(bf_get(f->tree, "a", 1, v, sizeof v, &vlen), BF_NOTFOUND);
+  assert_int_equal(bf_put(f->tree, "a", 1, "one", 3), BF_OK);
+  assert_int_equal(bf_get(f->tree, "a", 1, v, sizeof v, &vlen), BF_OK);
+  assert_int_equal(vlen, 3);
+  assert_memory_equal(v, "one", 3);
+  assert_int_equal(bf_put(f->tree, "a", 1, "uno!", 4), BF_OK);
+  assert_int_equal(bf_get(f->tree, "a", 1, v, sizeof v, &vlen), BF_OK);
+  assert_int_equal(vlen, 4);
+  assert_memory_equal(v, "uno!", 4);
+  /* a short buffer: length reported, prefix copied */
+  memset(v, 0, sizeof v);
+  assert_int_equal(bf_get(f->tree, "a", 1, v, 2, &vlen), BF_OK);
+  assert_int_equal(vlen, 4);
+  assert_memory_equal(v, "un\0", 3);
+  assert_int_equal(bf_delete(f->tree, "a", 1), BF_OK);
+  assert_int_equal(bf_get(f->tree, "a", 1, v, sizeof v, &vlen), BF_NOTFOUND);
+  assert_int_equal(bf_delete(f->tree, "zz", 2), BF_OK); /* blind */
+  /* the empty key and keys differing only by length or a zero byte */
+  assert_int_equal(bf_put(f->tree, "", 0, "empty", 5), BF_OK);
+  assert_int_equal(bf_put(f->tree, "a\0", 2, "a0", 2), BF_OK);
+  assert_int_equal(bf_put(f->tree, "a", 1, "a", 1), BF_OK);
+  assert_int_equal(bf_get(f->tree, "", 0, v, sizeof v, &vlen), BF_OK);
+  assert_int_equal(vlen, 5);
+  assert_int_equal(bf_get(f->tree, "a\0", 2, v, sizeof v, &vlen), BF_OK);
+  assert_memory_equal(v, "a0", 2);
+  assert_int_equal(bf_get(f->tree, "a", 1, v, sizeof v, &vlen), BF_OK);
+  assert_memory_equal(v, "a", 1);
+  reopen(f);
+  assert_int_equal(bf_get(f->tree, "", 0, v, sizeof v, &vlen), BF_OK);
+  assert_int_equal(bf_get(f->tree, "a\0", 2, v, sizeof v, &vlen), BF_OK);
+  assert_memory_equal(v, "a0", 2);
+  check_ok(f->tree);
+}
+
+static void test_limits(void **state) {
+  struct fixture *f = *state;
+  static uint8_t big[70000];
+  size_t vlen;
+  open_tree(f);
+  size_t mk = bf_max_key_size(f->tree), mr = bf_max_record_size(f->tree);
+  assert_true(mk >= 64 && mr > mk);
+  assert_int_equal(bf_put(f->tree, big, mk + 1, "", 0), BF_TOOBIG);
+  assert_int_equal(bf_put(f->tree, big, mk, big, mr - mk + 1), BF_TOOBIG);
+  assert_int_equal(bf_get(f->tree, big, mk + 1, NULL, 0, &vlen), BF_TOOBIG);
+  memset(big, 'k', mk);
+  assert_int_equal(bf_put(f->tree, big, mk, big, mr - mk), BF_OK);
+  assert_int_equal(bf_get(f->tree, big, mk, NULL, 0, &vlen), BF_OK);
+  assert_int_equal(vlen, mr - mk);
+  /* many maximal records force splits with maximal fences */
+  for (int i = 0; i < 200; i++) {
+    big[mk - 1] = (uint8_t)i;
+    big[mk - 2] = (uint8_t)(i >> 8);
+    assert_int_equal(bf_put(f->tree, big, mk, big, mr - mk), BF_OK);
+  }
+  reopen(f);
+  for (int i = 0; i < 200; i++) {
+    big[mk - 1] = (uint8_t)i;
+    big[mk - 2] = (uint8_t)(i >> 8);
+    assert_int_equal(bf_get(f->tree, big, mk, NULL, 0, &vlen), BF_OK);
+    assert_int_equal(vlen, mr - mk);
+  }
+  check_ok(f->tree);
+}
+
+/* Enough data for splits and eviction; verify everything after reopen. */
+static void test_many(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[128];
+  size_t klen, vlen;
+  const uint32_t n = (uint32_t)test_scale(40000);
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t id = (i * 7919u) % n;
+    key_of(id, k, &klen);
+    int l = snprintf(v, sizeof v, "value-%u-%0*u", id, (int)(id % 50), id);
+    assert_int_equal(bf_put(f->tree, k, klen, v, (size_t)l), BF_OK);
+  }
+  bf_stats st;
+  bf_stats_get(f->tree, &st);
+  assert_true(st.splits > 0);
+  assert_true(st.evictions > 0);
+  assert_true(st.merges > 0);
+  check_ok(f->tree);
+  for (int round = 0; round < 2; round++) {
+    for (uint32_t id = 0; id < n; id++) {
+      char want[128];
+      key_of(id, k, &klen);
+      int l = snprintf(want, sizeof want, "value-%u-%0*u", id, (int)(id % 50), id);
+      assert_int_equal(bf_get(f->tree, k, klen, v, sizeof v, &vlen), BF_OK);
+      assert_int_equal(vlen, (size_t)l);
+      assert_memory_equal(v, want, vlen);
+    }
+    reopen(f);
+  }
+  /* delete the odd ones, scan both ways */
+  for (uint32_t id = 1; id < n; id += 2) {
+    key_of(id, k, &klen);
+    assert_int_equal(bf_delete(f->tree, k, klen), BF_OK);
+  }
+  bf_cursor *c;
+  assert_int_equal(bf_cursor_open(f->tree, &c), BF_OK);
+  uint32_t expect = 0, seen = 0;
+  for (int rc = bf_cursor_seek(c, NULL, NULL, false); rc == BF_OK;
+       rc = bf_cursor_next(c)) {
+    const void *kp;
+    size_t kl;
+    bf_cursor_key(c, &kp, &kl);
+    key_of(expect, k, &klen);
+    assert_int_equal(kl, klen);
+    assert_memory_equal(kp, k, klen);
+    expect += 2;
+    seen++;
+  }
+  assert_int_equal(seen, (n + 1) / 2);
+  seen = 0;
+  expect = (n - 1) & ~1u;
+  for (int rc = bf_cursor_seek(c, NULL, NULL, true); rc == BF_OK;
+       rc = bf_cursor_next(c)) {
+    const void *kp;
+    size_t kl;
+    bf_cursor_key(c, &kp, &kl);
+    key_of(expect, k, &klen);
+    assert_memory_equal(kp, k, klen);
+    expect -= 2;
+    seen++;
+  }
+  assert_int_equal(seen, (n + 1) / 2);
+  /* bounded: [key100, key200) ascending and (key100, key200] descending */
+  char lo[32], hi[32];
+  size_t lol, hil;
+  key_of(100, lo, &lol);
+  key_of(200, hi, &hil);
+  bf_bound l = {lo, lol, true}, u = {hi, hil, false};
+  seen = 0;
+  for (int rc = bf_cursor_seek(c, &l, &u, false); rc == BF_OK; rc = bf_cursor_next(c)) seen++;
+  assert_int_equal(seen, 50);
+  l.inclusive = false;
+  u.inclusive = true;
+  seen = 0;
+  for (int rc = bf_cursor_seek(c, &l, &u, true); rc == BF_OK; rc = bf_cursor_next(c)) seen++;
+  assert_int_equal(seen, 50);
+  /* empty ranges */
+  assert_int_equal(bf_cursor_seek(c, &u, &l, false), BF_DONE);
+  l.inclusive = false;
+  assert_int_equal(bf_cursor_seek(c, &l, &l, false), BF_DONE);
+  bf_cursor_close(c);
+  check_ok(f->tree);
+}
+
+static void test_bad_options(void **state) {
+  struct fixture *f = *state;
+  char *err = NULL;
+  bf_tree *t = NULL;
+  f->opts.page_size = 3000;
+  assert_int_equal(bf_open(f->path, &f->opts, &t, &err), BF_INVALID);
+  assert_non_null(err);
+  assert_non_null(strstr(err, "page_size"));
+  free(err);
+  f->opts.page_size = 4096;
+  f->opts.buffer_size = 1000;
+  assert_int_equal(bf_open(f->path, &f->opts, &t, &err), BF_INVALID);
+  assert_non_null(strstr(err, "buffer_size"));
+  free(err);
+  assert_null(t);
+}
+
+static void test_foreign_and_locked(void **state) {
+  struct fixture *f = *state;
+  char *err = NULL;
+  bf_tree *t = NULL;
+  FILE *fp = fopen(f->path, "w");
+  fputs("not a bftree file, just text\n", fp);
+  fclose(fp);
+  assert_int_equal(bf_open(f->path, &f->opts, &t, &err), BF_NOTBFTREE);
+  free(err);
+  struct stat st;
+  assert_int_equal(stat(f->path, &st), 0);
+  assert_int_equal(st.st_size, 29); /* untouched */
+  unlink(f->path);
+  open_tree(f);
+  assert_int_equal(bf_open(f->path, &f->opts, &t, &err), BF_BUSY);
+  free(err);
+  assert_null(t);
+}
+
+static void test_corrupt_page(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[64];
+  size_t klen, vlen;
+  f->opts.direct_io = BF_DIRECT_OFF;
+  open_tree(f);
+  for (uint32_t i = 0; i < 2000; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, "0123456789", 10), BF_OK);
+  }
+  reopen(f);
+  assert_int_equal(bf_close(f->tree), BF_OK);
+  f->tree = NULL;
+  /* flip a byte in the middle of page 3 (a leaf or metadata page) */
+  int fd = open(f->path, O_RDWR);
+  uint8_t b;
+  assert_int_equal(pread(fd, &b, 1, 3 * 4096 + 2000), 1);
+  b ^= 0x40;
+  assert_int_equal(pwrite(fd, &b, 1, 3 * 4096 + 2000), 1);
+  close(fd);
+  char *err = NULL;
+  int rc = bf_open(f->path, &f->opts, &f->tree, &err);
+  free(err);
+  if (rc == BF_OK) {
+    /* a leaf page: reads of it fail with BF_CORRUPT, never garbage */
+    int corrupt = 0;
+    for (uint32_t i = 0; i < 2000; i++) {
+      key_of(i, k, &klen);
+      rc = bf_get(f->tree, k, klen, v, sizeof v, &vlen);
+      if (rc == BF_CORRUPT)
+        corrupt++;
+      else {
+        assert_int_equal(rc, BF_OK);
+        assert_memory_equal(v, "0123456789", 10);
+      }
+    }
+    assert_true(corrupt > 0);
+    assert_int_equal(bf_check(f->tree, &err), BF_CORRUPT);
+    assert_non_null(err);
+    free(err);
+    bf_abandon(f->tree);
+    f->tree = NULL;
+  } else {
+    assert_int_equal(rc, BF_CORRUPT);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_many, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_page, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
