@@ -53,6 +53,8 @@
 **     LOCKED clear, i.e. (v|LOCKED) + 2 (release).
 **   reader: v = load(acquire); restart if LOCKED or obsolete; relaxed loads
 **     of the words; fence(acquire); load(relaxed) == v, else restart.
+**   (TSan builds: acquire word loads and release word stores instead of
+**   the two fences; see INNER_TSAN.)
 **   A reader whose relaxed loads saw any store of a writer's critical
 **   section synchronises (fence to fence) with that writer's release fence,
 **   so its validating load sees LOCKED or a later version.  Readers check
@@ -79,6 +81,12 @@
 **      unlocks them only after all are stored; a root split publishes the
 **      new root while the old root is still locked.
 **
+** TEST KNOB (BF_TESTING builds only): when the environment variable
+** BF_INNER_TEST_YIELD holds a percentage at create/bulk_load time, readers
+** call sched_yield() with that probability inside each optimistic window
+** (between reading a node and validating it, and between validating a parent
+** and reading its child's version), so that tests see writers land there.
+**
 ** State machine of a node's version:
 **   UNLOCKED(c) -> LOCKED(c)     [insert_commit]
 **   LOCKED(c) -> UNLOCKED(c + 1) [insert_commit]
@@ -91,6 +99,32 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+/*
+** ThreadSanitizer does not model atomic_thread_fence (and GCC warns about
+** it), so TSan builds use the fence-free equivalent of the seqlock: word
+** loads are acquire and word stores release.  A reader's acquire load that
+** sees a writer's release word store then orders the writer's LOCKED store
+** before the reader's validating version load, exactly what the fence pair
+** gives; and the acquire loads keep the validating load after them.  On
+** x86 both forms compile to plain moves.
+*/
+#if defined(__SANITIZE_THREAD__)
+#define INNER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define INNER_TSAN 1
+#endif
+#endif
+#ifdef INNER_TSAN
+#define WORD_LOAD_ORDER memory_order_acquire
+#define WORD_STORE_ORDER memory_order_release
+#define SEQ_FENCE(order) ((void)0)
+#else
+#define WORD_LOAD_ORDER memory_order_relaxed
+#define WORD_STORE_ORDER memory_order_relaxed
+#define SEQ_FENCE(order) atomic_thread_fence(order)
+#endif
 
 #define V_OBSOLETE 1u
 #define V_LOCKED 2u
@@ -114,6 +148,7 @@ struct bf_inner {
   _Atomic uint32_t height;
   _Atomic uint64_t node_count; /* reachable nodes */
   _Atomic uint64_t aux_bytes;  /* spare nodes, scratch, workspace */
+  uint32_t test_yield; /* BF_INNER_TEST_YIELD percent (BF_TESTING only) */
   pthread_mutex_t mutex;
   /* Protected by mutex: */
   struct inode **spare; /* unreachable nodes ready for splits */
@@ -143,6 +178,15 @@ static inline void inner_pause(uint32_t *round) {
   }
 }
 
+/* The test knob: maybe yield inside an optimistic window. */
+static inline void test_window(const struct bf_inner *t) {
+#ifdef BF_TESTING
+  if (t->test_yield && bf_random_percent(t->test_yield)) sched_yield();
+#else
+  BF_UNUSED(t);
+#endif
+}
+
 static inline uint32_t key_suffix(uint32_t len) { return len > 4 ? len - 4 : 0; }
 
 /* The first min(4, len) bytes of key, big-endian, zero padded. */
@@ -161,7 +205,7 @@ static inline uint64_t node_bytes(uint32_t level, uint64_t nsep,
 }
 
 static inline uint64_t ld(struct inode *n, uint32_t w) {
-  return atomic_load_explicit(&n->words[w], memory_order_relaxed);
+  return atomic_load_explicit(&n->words[w], WORD_LOAD_ORDER);
 }
 
 static inline uint32_t hdr_count(uint64_t h) { return (uint32_t)(h & 0xffff); }
@@ -285,8 +329,9 @@ static int64_t node_search(const struct bf_inner *t, struct inode *node,
 static inline bool node_validate(struct inode *node, uint64_t v) {
   /* Acquire fence: orders every relaxed word load before it ahead of the
   ** version load after it; pairs with the writer's release fence in
-  ** insert_commit() (a reader that saw a new word sees LOCKED or later). */
-  atomic_thread_fence(memory_order_acquire);
+  ** insert_commit() (a reader that saw a new word sees LOCKED or later).
+  ** TSan builds: no fence; the word loads themselves are acquire. */
+  SEQ_FENCE(memory_order_acquire);
   return atomic_load_explicit(&node->version, memory_order_relaxed) == v;
 }
 
@@ -298,15 +343,18 @@ int bf_inner_find(struct bf_inner *inner, const uint8_t *key, uint32_t key_len,
   if (mode & ~(BF_FIND_BEFORE | BF_FIND_FENCES)) return BF_INVALID;
   bool before = (mode & BF_FIND_BEFORE) != 0;
   bool fences = (mode & BF_FIND_FENCES) != 0;
-  if (!before && !key) key_len = 0; /* NULL in KEY mode: the empty key */
   static const uint8_t empty = 0;
-  if (!before && !key) key = &empty;
+  if (!before && !key) { /* NULL in KEY mode: the empty key */
+    key = &empty;
+    key_len = 0;
+  }
   uint32_t round = 0;
 
 restart:;
   /* Acquire: pairs with the release store of a new root in insert_commit()
   ** (and with create/bulk_load's publication). */
   struct inode *node = atomic_load_explicit(&inner->root, memory_order_acquire);
+  test_window(inner);
   /* Acquire: pairs with the unlocking release store in insert_commit(); all
   ** words stored before it are visible to the loads below. */
   uint64_t v = atomic_load_explicit(&node->version, memory_order_acquire);
@@ -314,6 +362,7 @@ restart:;
     inner_pause(&round);
     goto restart;
   }
+  test_window(inner);
   /* A root split stores the new root while the old root is locked, so a
   ** version read after the split's unlock guarantees this load sees the new
   ** root (happens-before through the acquire above). */
@@ -358,6 +407,7 @@ restart:;
       }
     }
     uint64_t child = node_child(node, level, n, (uint32_t)i);
+    test_window(inner);
     /* Validate before trusting anything read from this node (the child
     ** pointer above all). */
     if (!node_validate(node, v)) goto restart;
@@ -369,6 +419,7 @@ restart:;
     }
     struct inode *c = (struct inode *)(uintptr_t)child;
     if (NEVER(c == NULL)) return BF_CORRUPT_BKPT;
+    test_window(inner);
     /* Acquire: as for the root's version above. */
     uint64_t vc = atomic_load_explicit(&c->version, memory_order_acquire);
     if (vc & (V_LOCKED | V_OBSOLETE)) {
@@ -378,6 +429,7 @@ restart:;
     /* Lock coupling: the parent unchanged after reading the child's version
     ** means the child at version vc is the one the parent points to for
     ** this key (a change locks both before touching either, invariant 7). */
+    if (!node_validate(node, v)) goto restart;
     node = c;
     v = vc;
     expect_level = (int64_t)level - 1;
@@ -386,11 +438,13 @@ restart:;
 
 bool bf_inner_validate(const struct bf_inner_path *path) {
   struct inode *node = (struct inode *)(uintptr_t)path->parent;
-  /* Acquire fence: orders the caller's earlier loads (the leaf latch it just
-  ** took, the reads of the path) before this version load; pairs with the
-  ** release of an insert's unlock (through the leaf latch's release by the
-  ** splitter, whose insert happened before it unlatched). */
-  atomic_thread_fence(memory_order_acquire);
+  /* Acquire fence: keeps this version load after every load the caller
+  ** made before it, above all its leaf latch acquisition.  That acquisition
+  ** synchronises with the splitter's unlatch, and the splitter's insert
+  ** (release-unlocking this node) happened before that, so a changed
+  ** version is seen.  (The latch's own acquire already gives this order;
+  ** TSan builds rely on it alone.) */
+  SEQ_FENCE(memory_order_acquire);
   uint64_t v = atomic_load_explicit(&node->version, memory_order_relaxed);
   return v == path->version && (v & (V_LOCKED | V_OBSOLETE)) == 0;
 }
@@ -463,6 +517,10 @@ static int inner_alloc(uint32_t node_size, uint32_t max_key_size,
   atomic_init(&t->height, 0);
   atomic_init(&t->node_count, 0);
   atomic_init(&t->aux_bytes, 0);
+#ifdef BF_TESTING
+  const char *knob = getenv("BF_INNER_TEST_YIELD");
+  if (knob && *knob) t->test_yield = (uint32_t)atoi(knob);
+#endif
   if (pthread_mutex_init(&t->mutex, NULL) != 0) {
     bf_free(t);
     return BF_NOMEM;
@@ -527,7 +585,7 @@ static void encode_node(const struct bf_inner *t, uint64_t *img,
 static void store_image(const struct bf_inner *t, struct inode *node,
                         const uint64_t *img) {
   for (uint32_t w = 0; w < t->nwords; w++)
-    atomic_store_explicit(&node->words[w], img[w], memory_order_relaxed);
+    atomic_store_explicit(&node->words[w], img[w], WORD_STORE_ORDER);
 }
 
 /* Make spare nodes and scratch images enough for an insert into a tree of
@@ -768,8 +826,9 @@ static void insert_commit(struct bf_inner *t, struct inode **nodes,
     atomic_store_explicit(&nodes[i]->version, locked[i], memory_order_relaxed);
   }
   /* Release fence: the LOCKED stores above are ordered before every word
-  ** store below; pairs with the acquire fence in node_validate(). */
-  atomic_thread_fence(memory_order_release);
+  ** store below; pairs with the acquire fence in node_validate().  TSan
+  ** builds: no fence; the word stores themselves are release. */
+  SEQ_FENCE(memory_order_release);
   for (uint32_t i = 0; i < n; i++) store_image(t, nodes[i], imgs[i]);
   if (new_root) {
     /* Release: publishes the new root's words (stored while it was

@@ -105,7 +105,8 @@ uint64_t bf_random(void);
 /* True with probability percent/100. */
 bool bf_random_percent(uint32_t percent);
 
-/* Aligned allocation for I/O buffers (alignment a power of two, >= 512).
+/* Aligned allocation (alignment a power of two, >= sizeof(void *); I/O
+** buffers use >= 512).
 ** Returns NULL when out of memory (or when the fault simulator says so).
 ** Free with bf_free_aligned(). */
 void *bf_malloc_aligned(size_t alignment, size_t size);
@@ -564,7 +565,9 @@ enum bf_find_mode {
 };
 
 /* Find the leaf for key.  Optimistic: restarts internally on conflicts;
-** returns BF_OK with *path filled. */
+** returns BF_OK with *path filled.  key NULL in BF_FIND_KEY mode is the
+** empty key.  BF_INVALID for unknown mode bits; BF_CORRUPT only if a
+** validated node is malformed. */
 int bf_inner_find(struct bf_inner *inner, const uint8_t *key, uint32_t key_len,
                   int mode, struct bf_inner_path *path);
 
@@ -584,7 +587,8 @@ int bf_inner_insert(struct bf_inner *inner, const uint8_t *sep,
 
 /* Visit every leaf in key order with its low fence (NULL for the first).
 ** Holds the structure mutex throughout (no splits meanwhile). Stops and
-** returns the first non-OK status of visit. */
+** returns the first non-OK status of visit.  visit must not call
+** bf_inner_insert. */
 int bf_inner_for_each_leaf(struct bf_inner *inner,
                            int (*visit)(void *ctx, uint32_t leaf_id,
                                         const uint8_t *low, uint32_t low_len,

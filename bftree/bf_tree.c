@@ -814,10 +814,9 @@ static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
     bf_unlatch_exclusive(&e->latch);
     if (rc == BF_RESTART) continue;
     if (rc == BF_RETRY) {
-      uint32_t cls = bf_buf_class_for(
-          t->buf, BF_NODE_HEADER + bf_record_space((uint32_t)klen,
-                                                   (uint32_t)vlen) * 2);
-      rc = bf_tree_evict(t, cls);
+      /* The write may need up to the largest partial class; evicting room
+      ** for a whole page also batches evictions. */
+      rc = bf_tree_evict(t, t->full_class);
       if (rc == BF_OK) continue;
     }
     break;

@@ -1,0 +1,240 @@
+/*
+** bfx_shared.c: the process-wide registry of open trees.
+**
+** OWNS: the list of bfx_shared objects, one per data file that some
+** connection of this process has open, and the mutex guarding it.  The engine
+** must never run twice on one file (it flock()s the file, and a second
+** bf_open() in the same process would get BF_BUSY), so every connection that
+** uses a table finds the tree through here, keyed by the file's device and
+** inode (so two spellings of one path, or a renamed file, still share).
+**
+** Invariants:
+**   1. At most one bfx_shared with dropped == false and temporary == false
+**      exists per (dev, ino); lookups only ever return such an entry.
+**   2. refs > 0 for every listed entry; the entry whose refs reaches 0 is
+**      unlisted and its tree closed while the mutex is held, so a concurrent
+**      open of the same file waits instead of seeing BF_BUSY from the flock
+**      of the tree being closed.
+**   3. A temporary tree's file is unlinked right after bf_open(); its data
+**      lives only as long as the tree (bf_abandon at the end: nothing to
+**      keep).  A dropped tree's file is unlinked too; its inode may be reused
+**      by a new file, which is why invariant 1 excludes it from lookups.
+**
+** States of an entry:
+**   LISTED (refs > 0) -> DROPPED [bfx_shared_drop] -> closed [release]
+**   LISTED -> closed [bfx_shared_release, refs 0: bf_close]
+*/
+#include "bfx_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
+static bfx_shared *registry; /* protected by registry_mutex */
+
+/* A malloc()ed printf, or NULL on OOM. */
+static char *msg_printf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0) return NULL;
+  char *s = malloc((size_t)n + 1);
+  if (!s) return NULL;
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static bfx_shared *find_locked(dev_t dev, ino_t ino) {
+  for (bfx_shared *s = registry; s; s = s->next)
+    if (!s->dropped && !s->temporary && s->dev == dev && s->ino == ino)
+      return s;
+  return NULL;
+}
+
+/* Create and list an entry for a freshly opened tree (mutex held). */
+static int list_locked(bf_tree *tree, const char *path, const struct stat *st,
+                       bool temporary, bfx_shared **out) {
+  bfx_shared *s = calloc(1, sizeof *s);
+  char *p = strdup(path);
+  if (!s || !p) {
+    free(s);
+    free(p);
+    return BF_NOMEM;
+  }
+  s->tree = tree;
+  s->dev = st->st_dev;
+  s->ino = st->st_ino;
+  s->temporary = temporary;
+  s->path = p;
+  s->refs = 1;
+  s->next = registry;
+  registry = s;
+  *out = s;
+  return BF_OK;
+}
+
+int bfx_shared_open(const char *path, const bf_options *opts, bool create,
+                    bfx_shared **out, char **errmsg) {
+  struct stat st;
+  bf_tree *tree = NULL;
+  int rc;
+  *out = NULL;
+  *errmsg = NULL;
+  pthread_mutex_lock(&registry_mutex);
+  if (stat(path, &st) == 0) {
+    bfx_shared *s = find_locked(st.st_dev, st.st_ino);
+    if (s) {
+      s->refs++;
+      *out = s;
+      pthread_mutex_unlock(&registry_mutex);
+      return BF_OK;
+    }
+  } else if (errno == ENOENT && !create) {
+    pthread_mutex_unlock(&registry_mutex);
+    *errmsg = msg_printf("data file %s does not exist (moved or deleted?)", path);
+    return BF_IOERR;
+  }
+  bf_options o = *opts;
+  o.create = create;
+  rc = bf_open(path, &o, &tree, errmsg);
+  if (rc == BF_OK) {
+    if (stat(path, &st) != 0) {
+      *errmsg = msg_printf("%s: cannot stat the data file: %s", path,
+                           strerror(errno));
+      bf_close(tree);
+      rc = BF_IOERR;
+    } else {
+      rc = list_locked(tree, path, &st, false, out);
+      if (rc != BF_OK) bf_close(tree);
+    }
+  }
+  pthread_mutex_unlock(&registry_mutex);
+  return rc;
+}
+
+int bfx_shared_open_temp(const char *dir, const bf_options *opts,
+                         bfx_shared **out, char **errmsg) {
+  struct stat st;
+  bf_tree *tree = NULL;
+  int rc;
+  *out = NULL;
+  *errmsg = NULL;
+  char *path = msg_printf("%s/bftree-temp-XXXXXX", dir);
+  if (!path) return BF_NOMEM;
+  int fd = mkstemp(path);
+  if (fd < 0) {
+    *errmsg = msg_printf("cannot create a temporary file in %s: %s", dir,
+                         strerror(errno));
+    free(path);
+    return BF_IOERR;
+  }
+  if (fstat(fd, &st) != 0) memset(&st, 0, sizeof st);
+  close(fd);
+  bf_options o = *opts;
+  o.create = true;
+  pthread_mutex_lock(&registry_mutex);
+  rc = bf_open(path, &o, &tree, errmsg);
+  if (rc == BF_OK) {
+    rc = list_locked(tree, path, &st, true, out);
+    if (rc != BF_OK) bf_abandon(tree);
+  }
+  pthread_mutex_unlock(&registry_mutex);
+  unlink(path); /* invariant 3: anonymous from now on */
+  free(path);
+  return rc;
+}
+
+int bfx_shared_release(bfx_shared *s) {
+  int rc = BF_OK;
+  if (!s) return BF_OK;
+  pthread_mutex_lock(&registry_mutex);
+  if (--s->refs == 0) {
+    for (bfx_shared **pp = &registry; *pp; pp = &(*pp)->next) {
+      if (*pp == s) {
+        *pp = s->next;
+        break;
+      }
+    }
+    /* invariant 2: closed under the mutex */
+    if (s->temporary || s->dropped)
+      bf_abandon(s->tree);
+    else
+      rc = bf_close(s->tree);
+    free(s->path);
+    free(s);
+  }
+  pthread_mutex_unlock(&registry_mutex);
+  return rc;
+}
+
+int bfx_shared_drop(bfx_shared *s, char **errmsg) {
+  int rc = BF_OK;
+  *errmsg = NULL;
+  pthread_mutex_lock(&registry_mutex);
+  if (!s->temporary && !s->dropped) {
+    if (unlink(s->path) != 0 && errno != ENOENT) {
+      *errmsg = msg_printf("cannot remove data file %s: %s", s->path,
+                           strerror(errno));
+      rc = BF_IOERR;
+    } else {
+      s->dropped = true;
+    }
+  }
+  pthread_mutex_unlock(&registry_mutex);
+  return rc;
+}
+
+int bfx_shared_rename(bfx_shared *s, const char *newpath, char **errmsg) {
+  struct stat st;
+  int rc = BF_OK;
+  *errmsg = NULL;
+  char *copy = strdup(newpath);
+  if (!copy) return BF_NOMEM;
+  pthread_mutex_lock(&registry_mutex);
+  if (stat(newpath, &st) == 0) {
+    *errmsg = msg_printf("cannot rename data file %s to %s: the target exists",
+                         s->path, newpath);
+    rc = BF_INVALID;
+  } else if (rename(s->path, newpath) != 0) {
+    *errmsg = msg_printf("cannot rename data file %s to %s: %s", s->path,
+                         newpath, strerror(errno));
+    rc = BF_IOERR;
+  } else {
+    free(s->path);
+    s->path = copy;
+    copy = NULL;
+  }
+  pthread_mutex_unlock(&registry_mutex);
+  free(copy);
+  return rc;
+}
+
+char *bfx_shared_path(bfx_shared *s) {
+  pthread_mutex_lock(&registry_mutex);
+  char *p = strdup(s->path);
+  pthread_mutex_unlock(&registry_mutex);
+  return p;
+}
+
+bool bfx_shared_stale(bfx_shared *s, const char *path) {
+  struct stat st;
+  bool stale;
+  pthread_mutex_lock(&registry_mutex);
+  if (s->dropped)
+    stale = true;
+  else if (s->temporary)
+    stale = false;
+  else
+    stale = stat(path, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino;
+  pthread_mutex_unlock(&registry_mutex);
+  return stale;
+}

@@ -1,0 +1,82 @@
+-- Key order and identity across classes (native-blessed):
+-- NULL < numbers < text < blobs; integers and reals by value; 5 == 5.0.
+.load ./bftree
+CREATE VIRTUAL TABLE u USING bftree(k PRIMARY KEY, v);
+INSERT INTO u VALUES(5, 'int5');
+INSERT INTO u VALUES(5.0, 'real5');
+INSERT INTO u VALUES(5.5, 'r5.5');
+INSERT INTO u VALUES(-5.5, 'r-5.5');
+INSERT INTO u VALUES(-5, 'i-5');
+INSERT INTO u VALUES(-6, 'i-6');
+INSERT INTO u VALUES(-0.25, 'r-0.25');
+INSERT INTO u VALUES(-0.5, 'r-0.5');
+INSERT INTO u VALUES(-1e-300, 'tiny-neg');
+INSERT INTO u VALUES(1e-300, 'tiny-pos');
+INSERT INTO u VALUES(0, 'zero');
+INSERT INTO u VALUES(-0.0, 'negzero');
+INSERT INTO u VALUES(9223372036854775807, 'imax');
+INSERT INTO u VALUES(-9223372036854775808, 'imin');
+INSERT INTO u VALUES(9223372036854775808.0, 'r2^63');
+INSERT INTO u VALUES(-9223372036854777856.0, 'r<-2^63');
+INSERT INTO u VALUES(1e308 * 10, 'inf');
+INSERT INTO u VALUES(-1e308 * 10, '-inf');
+INSERT INTO u VALUES(255, 'i255');
+INSERT INTO u VALUES(256, 'i256');
+INSERT INTO u VALUES(255.5, 'r255.5');
+INSERT INTO u VALUES(-256, 'i-256');
+INSERT INTO u VALUES(-257, 'i-257');
+INSERT INTO u VALUES(-256.5, 'r-256.5');
+INSERT INTO u VALUES('', 'empty-text');
+INSERT INTO u VALUES('a', 'text-a');
+INSERT INTO u VALUES('a' || char(0) || 'b', 'text-a-nul-b');
+INSERT INTO u VALUES('ab', 'text-ab');
+INSERT INTO u VALUES('b', 'text-b');
+INSERT INTO u VALUES('5', 'text-5');
+INSERT INTO u VALUES(x'', 'empty-blob');
+INSERT INTO u VALUES(x'00', 'blob-00');
+INSERT INTO u VALUES(x'61', 'blob-61');
+INSERT INTO u VALUES(x'ff', 'blob-ff');
+INSERT INTO u VALUES(x'6100', 'blob-6100');
+INSERT INTO u VALUES('é', 'text-e-acute');
+SELECT typeof(k), quote(k), v FROM u;
+SELECT typeof(k), quote(k), v FROM u ORDER BY k DESC;
+SELECT v FROM u WHERE k = 5.0;
+SELECT v FROM u WHERE k = 5;
+SELECT v FROM u WHERE k = '5';
+SELECT v FROM u WHERE k = x'61';
+SELECT v FROM u WHERE k = 'a';
+SELECT v FROM u WHERE k = -0.0;
+SELECT v FROM u WHERE k = 9223372036854775807.0;
+SELECT v FROM u WHERE k = 9223372036854775808.0;
+SELECT count(*) FROM u WHERE k < 0;
+SELECT count(*) FROM u WHERE k > 1e300;
+SELECT count(*) FROM u WHERE k >= '';
+SELECT count(*) FROM u WHERE k >= x'';
+DELETE FROM u WHERE k = 5.0;
+SELECT v FROM u WHERE k BETWEEN 4 AND 6;
+UPDATE u SET k = 5.0 WHERE k = 5.5;
+SELECT typeof(k), k, v FROM u WHERE k BETWEEN 4 AND 6;
+-- integer keys
+CREATE VIRTUAL TABLE i USING bftree(k INTEGER PRIMARY KEY, v);
+INSERT INTO i VALUES(1, 'a'), (2, 'b'), (3.0, 'c'), ('4', 'd'), ('5.0', 'e'), (' 6 ', 'f'), (7.5, 'g'), ('x', 'h');
+SELECT typeof(k), k, v FROM i;
+INSERT INTO i VALUES(3, 'dup');
+INSERT INTO i VALUES('3.0', 'dup');
+INSERT INTO i VALUES(7.5, 'dup');
+-- real keys
+CREATE VIRTUAL TABLE r USING bftree(k REAL PRIMARY KEY, v);
+INSERT INTO r VALUES(1, 'a'), (2.5, 'b'), ('3', 'c'), ('x', 'd'), (9007199254740993, 'e');
+SELECT typeof(k), k, v FROM r;
+INSERT INTO r VALUES(1.0, 'dup');
+INSERT INTO r VALUES(9007199254740992, 'dup');
+-- text keys
+CREATE VIRTUAL TABLE s USING bftree(k TEXT PRIMARY KEY, v);
+INSERT INTO s VALUES(1, 'a'), (1.5, 'b'), ('abc', 'c'), (x'00ff', 'd'), (100, 'e'), (2, 'f');
+SELECT typeof(k), quote(k), v FROM s;
+INSERT INTO s VALUES('1', 'dup');
+INSERT INTO s VALUES(1.0, 'not-dup: 1.0 becomes text 1.0');
+SELECT typeof(k), quote(k), v FROM s;
+-- blob (declared) keys: no conversion
+CREATE VIRTUAL TABLE b USING bftree(k BLOB PRIMARY KEY, v);
+INSERT INTO b VALUES(1, 'a'), ('1', 'b'), (x'31', 'c'), (1.0, 'dup');
+SELECT typeof(k), quote(k), v FROM b;

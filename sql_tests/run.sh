@@ -1,0 +1,67 @@
+#!/bin/sh
+# sql_tests/run.sh: run every sql_tests/*.sql through the sqlite3 shell and
+# compare with its .expected file; then run the differential test.
+#
+# Builds nothing: `make test` / `make sqltest` build bftree.so and
+# build/rel/sql_tests/difftest first.  Run from anywhere.
+#
+# Each test runs in a fresh directory $TESTDIR with the database
+# $TESTDIR/test.db, the current directory being the repository root (so
+# `.load ./bftree` works); stdout and stderr are compared together, with the
+# directory name replaced by TESTDIR (and @TESTDIR@ in the script replaced by
+# the directory, e.g. for `.open @TESTDIR@/test.db`).  Prints each failing diff, ends with
+# "sql: N passed, M failed" and exits non-zero on failure.
+#
+#   sql_tests/run.sh [name ...]   only the named tests (x or x.sql)
+#   SQLITE3=path                  the shell to use (default sqlite3)
+#   BF_SKIP_DIFFTEST=1            skip the differential test
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+SQLITE3=${SQLITE3:-sqlite3}
+if [ ! -f "$ROOT/bftree.so" ]; then
+  echo "run.sh: $ROOT/bftree.so is missing (run make first)" >&2
+  exit 1
+fi
+passed=0; failed=0; failed_names=""
+if [ $# -gt 0 ]; then
+  tests=""; for t in "$@"; do tests="$tests sql_tests/${t%.sql}.sql"; done
+else
+  tests=$(ls sql_tests/*.sql)
+fi
+for t in $tests; do
+  name=$(basename "$t" .sql)
+  exp="sql_tests/$name.expected"
+  TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/bftree-sql-XXXXXX")
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/bftree-sqlwork-XXXXXX")
+  export TESTDIR
+  out="$WORK/out"
+  sed "s#@TESTDIR@#$TESTDIR#g" "$t" > "$WORK/in.sql"
+  (cd "$ROOT" && timeout 120 "$SQLITE3" -batch "$TESTDIR/test.db" < "$WORK/in.sql" 2>&1) |
+    sed "s#$TESTDIR#TESTDIR#g" > "$out.raw"
+  mv "$out.raw" "$out"
+  if [ -f "$exp" ] && diff -u "$exp" "$out" > "$WORK/diff"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); failed_names="$failed_names $name"
+    echo "--- FAILED: $name"
+    if [ -f "$exp" ]; then cat "$WORK/diff"; else echo "(no $exp)"; fi
+  fi
+  rm -rf "$TESTDIR" "$WORK"
+done
+if [ -z "$BF_SKIP_DIFFTEST" ] && [ $# -eq 0 ]; then
+  bin="$ROOT/build/rel/sql_tests/difftest"
+  if [ -x "$bin" ]; then
+    echo "=== difftest"
+    if "$bin" "$ROOT/bftree.so"; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1)); failed_names="$failed_names difftest"
+    fi
+  else
+    echo "--- FAILED: difftest ($bin not built: make sqltest builds it)"
+    failed=$((failed + 1)); failed_names="$failed_names difftest"
+  fi
+fi
+[ -n "$failed_names" ] && echo "failed:$failed_names"
+echo "sql: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
