@@ -293,7 +293,7 @@ static int load_leaf(bf_cursor *c, const uint8_t *key, uint32_t key_len,
   } else {
     bf_unlatch_shared(&e->latch);
   }
-  if (need_evict) bf_tree_evict(t, t->full_class);
+  if (need_evict) bf_tree_evict(t, t->full_class); /* the block it wanted */
   return rc;
 }
 

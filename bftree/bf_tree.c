@@ -169,6 +169,17 @@ static uint8_t *mini_node(bf_tree *t, uint8_t *mini) {
   return mini;
 }
 
+/* The size class of the last allocation that failed for want of space in
+** this thread: what the eviction that follows must make room for. */
+static _Thread_local uint32_t retry_class;
+
+static int buf_alloc(bf_tree *t, uint32_t size_class, uint32_t leaf_id,
+                     uint8_t **node) {
+  int rc = bf_buf_alloc(t->buf, size_class, leaf_id, node);
+  if (rc == BF_RETRY) retry_class = size_class;
+  return rc;
+}
+
 /* ------------------------------------------------------------------------
 ** Merging a mini-page into its leaf page, with splits.
 */
@@ -618,7 +629,7 @@ static int mini_move(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
                      uint32_t size_class, bool drop_cold) {
   uint8_t *old = atomic_load_explicit(&e->mini, memory_order_relaxed);
   uint8_t *node;
-  int rc = bf_buf_alloc(t->buf, size_class, leaf_id, &node);
+  int rc = buf_alloc(t, size_class, leaf_id, &node);
   if (rc != BF_OK) return rc;
   if (size_class == t->full_class) {
     /* full-page to full-page (relocation): copy the image. */
@@ -718,7 +729,7 @@ static int mini_write(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
       uint32_t cls = bf_buf_class_for(
           t->buf, BF_NODE_HEADER + bf_record_space(klen, vlen));
       uint8_t *node;
-      rc = bf_buf_alloc(t->buf, cls, leaf_id, &node);
+      rc = buf_alloc(t, cls, leaf_id, &node);
       if (rc != BF_OK) return rc;
       bf_node_init(node, bf_buf_class_size(t->buf, cls));
       rc = bf_node_upsert(node, key, klen, type, val, vlen);
@@ -814,9 +825,7 @@ static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
     bf_unlatch_exclusive(&e->latch);
     if (rc == BF_RESTART) continue;
     if (rc == BF_RETRY) {
-      /* The write may need up to the largest partial class; evicting room
-      ** for a whole page also batches evictions. */
-      rc = bf_tree_evict(t, t->full_class);
+      rc = bf_tree_evict(t, retry_class);
       if (rc == BF_OK) continue;
     }
     break;
@@ -858,7 +867,7 @@ static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   }
   uint32_t cls =
       bf_buf_class_for(t->buf, BF_NODE_HEADER + bf_record_space(klen, vlen));
-  int rc = bf_buf_alloc(t->buf, cls, leaf_id, &node);
+  int rc = buf_alloc(t, cls, leaf_id, &node);
   if (rc != BF_OK) return rc;
   bf_node_init(node, bf_buf_class_size(t->buf, cls));
   rc = bf_node_upsert(node, key, klen, type, val, vlen);
@@ -954,7 +963,7 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
   else
     bf_unlatch_shared(&e->latch);
   bf_free_aligned(page);
-  if (need_evict) bf_tree_evict(t, t->max_mini_class);
+  if (need_evict) bf_tree_evict(t, retry_class);
   return rc;
 }
 
@@ -964,7 +973,7 @@ int bf_tree_promote_page(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   uint8_t *old = atomic_load_explicit(&e->mini, memory_order_relaxed);
   uint8_t *node;
   if (old && is_full_page(t, old)) return BF_OK;
-  int rc = bf_buf_alloc(t->buf, t->full_class, leaf_id, &node);
+  int rc = buf_alloc(t, t->full_class, leaf_id, &node);
   if (rc != BF_OK) return rc;
   memcpy(node, page, t->page_size);
   if (old) {
