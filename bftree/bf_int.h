@@ -136,14 +136,22 @@ enum bf_fault {
   BF_FAULT_SYNC = 3,     /* every fsync/fdatasync */
   BF_FAULT_URING = 4,    /* io_uring set-up (simulates io_uring refused) */
   BF_FAULT_ENOSPC = 5,   /* a write fails with ENOSPC instead of EIO */
+  BF_FAULT_CRASH = 6,    /* every data-file and log write: the process
+                         ** exits (code BF_CRASH_EXIT) instead of writing;
+                         ** with BF_CRASH_TORN=1 in the environment it first
+                         ** writes the first half (a torn write) */
   BF_FAULT_COUNT
 };
+#define BF_CRASH_EXIT 86
 #ifdef BF_TESTING
+/* At a crash point: exits the process when BF_FAULT_CRASH fires. */
+void bf_crash_point(int fd, const void *buf, size_t len, uint64_t offset);
 int bf_faultsim(enum bf_fault id);
 void bf_faultsim_set(enum bf_fault id, long n, bool persist);
 long bf_faultsim_hits(enum bf_fault id);
 #else
 #define bf_faultsim(id) 0
+#define bf_crash_point(fd, buf, len, offset) ((void)0)
 #endif
 
 /* ========================================================================
@@ -668,7 +676,9 @@ struct bf_ckpt_leaf {
 struct bf_ckpt_image {
   uint32_t page_size;
   uint64_t generation;
-  uint64_t lsn;
+  uint64_t lsn;             /* log position the checkpoint covers */
+  uint64_t file_id;         /* random id of the data file (the log names it) */
+  uint64_t last_commit_id;  /* newest commit id included */
   uint64_t leaf_count;
   struct bf_ckpt_leaf *leaves;     /* in key order */
 };
@@ -698,6 +708,164 @@ int bf_ckpt_probe(struct bf_io *io, uint32_t *page_size, char **errmsg);
 ** incremented.  The caller guarantees no leaf page changes meanwhile. */
 int bf_ckpt_write(struct bf_io *io, struct bf_space *space,
                   struct bf_ckpt_image *image);
+
+
+/* ========================================================================
+** Functions from bf_wal.c: the write-ahead log.
+**
+** One log file beside the data file (the caller passes its path, normally
+** the data file's path + "-wal").  A log holds, after a header, a sequence
+** of transactions; each transaction is appended at once (one call, under
+** one lock) as one or more checksummed records ending with a COMMIT record
+** that carries the caller's commit id.  An LSN is a byte position in the
+** log's history: base_lsn (from the header) + offset past the header; LSNs
+** only grow, across resets.
+**
+** Durability: bf_wal_append() writes (pwrite) before it returns, so the
+** transaction survives a process crash; bf_wal_sync(lsn) makes everything
+** up to lsn survive power loss, with group commit: concurrent callers share
+** one fdatasync (a leader syncs, followers wait on a condition variable and
+** return when a sync that started after their append has finished).
+** Thread-safe: any number of threads may append and sync at once.
+*/
+enum bf_wal_op {
+  BF_WAL_PUT = 1,
+  BF_WAL_DELETE = 2
+};
+
+/* The operations of one transaction, built in memory before appending.
+** Initialise with memset 0; free with bf_wal_batch_free. */
+struct bf_wal_batch {
+  uint8_t *data;      /* encoded operations */
+  size_t len, cap;
+  uint64_t count;     /* operations */
+};
+int bf_wal_batch_put(struct bf_wal_batch *batch, const uint8_t *key,
+                     uint32_t key_len, const uint8_t *value,
+                     uint32_t value_len);
+int bf_wal_batch_delete(struct bf_wal_batch *batch, const uint8_t *key,
+                        uint32_t key_len);
+void bf_wal_batch_reset(struct bf_wal_batch *batch); /* empty, keeps memory */
+void bf_wal_batch_free(struct bf_wal_batch *batch);
+
+struct bf_wal;
+
+/*
+** Open the log at path, creating it (empty, with a header naming file_id
+** and base_lsn) when it does not exist or is empty.  file_id identifies the
+** data file: an existing log whose header names another file_id is not
+** replayed (BF_CORRUPT with a message saying so), nor one with a bad header.
+** Errors: BF_IOERR, BF_NOMEM, BF_CORRUPT, BF_FULL.
+*/
+int bf_wal_open(const char *path, uint64_t file_id, uint64_t base_lsn,
+                struct bf_wal **out, char **errmsg);
+void bf_wal_close(struct bf_wal *wal);
+
+/* Append batch as one transaction with commit_id; *end_lsn gets the LSN
+** just past its COMMIT record.  An empty batch is allowed (a commit record
+** alone).  Errors: BF_IOERR, BF_FULL, BF_NOMEM; after an error the log
+** refuses further appends (the tail may be torn) until reset. */
+int bf_wal_append(struct bf_wal *wal, const struct bf_wal_batch *batch,
+                  uint64_t commit_id, uint64_t *end_lsn);
+
+/* Make the log durable up to lsn (group commit).  BF_OK or BF_IOERR. */
+int bf_wal_sync(struct bf_wal *wal, uint64_t lsn);
+
+/* The LSN at the end of the log, and the bytes appended since the last
+** reset (for the checkpoint trigger). */
+uint64_t bf_wal_end_lsn(struct bf_wal *wal);
+uint64_t bf_wal_size(struct bf_wal *wal);
+
+/* Start the log over at base_lsn (>= the current end): everything in it is
+** covered by a durable checkpoint.  Truncates, writes a new header, syncs.
+** The caller guarantees no concurrent append. */
+int bf_wal_reset(struct bf_wal *wal, uint64_t base_lsn);
+
+/* What replay found. */
+struct bf_wal_replay_info {
+  uint64_t transactions;   /* applied */
+  uint64_t operations;     /* applied */
+  uint64_t skipped;        /* committed transactions beyond commit_limit */
+  uint64_t last_commit_id; /* largest commit id applied (0 if none) */
+  uint64_t end_lsn;        /* LSN after the last valid record */
+  int stop;                /* enum bf_wal_stop */
+  char message[160];       /* where and why replay stopped, for users */
+};
+enum bf_wal_stop {
+  BF_WAL_STOP_END = 0,     /* the log ended cleanly */
+  BF_WAL_STOP_TORN = 1,    /* an incomplete or unchecksummed tail: the
+                           ** normal result of a crash during an append */
+  BF_WAL_STOP_CORRUPT = 2  /* a damaged record followed by valid ones */
+};
+
+/*
+** Replay the log: for every complete transaction with LSN >= from_lsn, in
+** log order, call apply once per operation (op is enum bf_wal_op; value is
+** NULL for deletes), but only for transactions whose commit id is 0 or
+** <= commit_limit; later ones are counted in info->skipped.  Stops at the
+** first record that is incomplete or fails its checksum, and classifies it
+** (torn tail vs. corruption in the middle).  A transaction is applied only
+** when its COMMIT record is intact; its operations are applied after that
+** check.  Returns BF_OK (whatever the stop reason: the caller decides) or
+** the first non-OK status of apply, or BF_IOERR / BF_NOMEM.
+** The caller then checkpoints what was replayed and resets the log at an
+** LSN >= info->end_lsn before appending.
+*/
+int bf_wal_replay(struct bf_wal *wal, uint64_t from_lsn, uint64_t commit_limit,
+                  int (*apply)(void *ctx, int op, const uint8_t *key,
+                               uint32_t key_len, const uint8_t *value,
+                               uint32_t value_len),
+                  void *ctx, struct bf_wal_replay_info *info);
+
+
+/* ========================================================================
+** Functions from bf_wset.c: a transaction's private write set.
+**
+** An ordered map from key to the transaction's newest operation on it (a
+** put with its value, or a delete), with nested savepoints.  Single-threaded
+** (a transaction belongs to one thread at a time).  Keys compare as
+** bf_key_compare.  Entries are copied in; pointers returned stay valid until
+** the next change to the write set.
+*/
+struct bf_wset;
+int bf_wset_create(struct bf_wset **out);
+void bf_wset_destroy(struct bf_wset *w);
+/* Record a put / a delete of key (replacing the key's earlier entry). */
+int bf_wset_put(struct bf_wset *w, const uint8_t *key, uint32_t key_len,
+                const uint8_t *value, uint32_t value_len);
+int bf_wset_delete(struct bf_wset *w, const uint8_t *key, uint32_t key_len);
+/* BF_OK with *op (enum bf_wal_op) and the value (NULL/0 for a delete), or
+** BF_NOTFOUND when the write set has no entry for key. */
+int bf_wset_get(struct bf_wset *w, const uint8_t *key, uint32_t key_len,
+                int *op, const uint8_t **value, uint32_t *value_len);
+/* Savepoints: bf_wset_savepoint returns a mark; bf_wset_rollback_to(mark)
+** undoes every change made after the mark was taken (the mark and older
+** ones stay valid); bf_wset_release(mark) forgets the mark and every newer
+** one, keeping the changes. */
+uint32_t bf_wset_savepoint(struct bf_wset *w);
+int bf_wset_rollback_to(struct bf_wset *w, uint32_t mark);
+void bf_wset_release(struct bf_wset *w, uint32_t mark);
+/* Empty the write set (and drop every mark). */
+void bf_wset_clear(struct bf_wset *w);
+uint64_t bf_wset_count(const struct bf_wset *w);
+/* Structural check of invariants 1-8 (O(n)); 1 when they hold, else 0
+** after printing the violation to stderr. */
+int bf_wset_check(const struct bf_wset *w);
+uint64_t bf_wset_bytes(const struct bf_wset *w);
+/*
+** Visit the entries with keys in a range, in ascending key order: keys k
+** with lower <= k (or lower < k when !lower_inclusive) and k < upper (or
+** <= when upper_inclusive); a NULL bound is unbounded.  visit returns
+** BF_OK to continue; any other status stops the walk and is returned.  The
+** write set must not change during the walk.
+*/
+int bf_wset_range(struct bf_wset *w, const uint8_t *lower, uint32_t lower_len,
+                  bool lower_inclusive, const uint8_t *upper,
+                  uint32_t upper_len, bool upper_inclusive,
+                  int (*visit)(void *ctx, int op, const uint8_t *key,
+                               uint32_t key_len, const uint8_t *value,
+                               uint32_t value_len),
+                  void *ctx);
 
 /* ========================================================================
 ** bf_tree.c and bf_scan.c: the tree.

@@ -453,6 +453,7 @@ int bf_io_write(struct bf_io *io, const void *buf, size_t len,
     note_errno(io, EINVAL);
     return BF_IOERR;
   }
+  bf_crash_point(io->fd, buf, len, offset);
   /* The buffer is only read (pwrite / IORING_OP_WRITE); the cast lets one
   ** op type serve both directions. */
   struct io_op op = {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------
 ** Status text.
@@ -194,6 +195,18 @@ void bf_faultsim_set(enum bf_fault id, long n, bool persist) {
 }
 
 long bf_faultsim_hits(enum bf_fault id) { return atomic_load(&fault_hits[id]); }
+
+void bf_crash_point(int fd, const void *buf, size_t len, uint64_t offset) {
+  if (!bf_faultsim(BF_FAULT_CRASH)) return;
+  const char *torn = getenv("BF_CRASH_TORN");
+  if (torn && *torn == '1' && len >= 2) {
+    /* The first half only (may fail under O_DIRECT alignment: then the
+    ** write is simply lost, which is also a crash outcome). */
+    ssize_t n = pwrite(fd, buf, len / 2, (off_t)offset);
+    BF_UNUSED(n);
+  }
+  _exit(BF_CRASH_EXIT);
+}
 
 int bf_faultsim(enum bf_fault id) {
   long n = atomic_load_explicit(&fault_countdown[id], memory_order_relaxed);
