@@ -88,6 +88,7 @@ UNIT_DEPS_test_map = bf_util bf_latch bf_map
 UNIT_DEPS_test_inner = bf_util bf_inner
 UNIT_DEPS_test_io = bf_util bf_io
 UNIT_DEPS_test_wset = bf_util bf_wset
+UNIT_DEPS_test_wal = bf_util bf_wal
 
 define unit_rule
 $(B)/unit_tests/$(1): unit_tests/$(1).c unit_tests/test_util.h bftree/bftree.h bftree/bf_int.h \

@@ -816,6 +816,12 @@ int bf_wal_replay(struct bf_wal *wal, uint64_t from_lsn, uint64_t commit_limit,
                                uint32_t key_len, const uint8_t *value,
                                uint32_t value_len),
                   void *ctx, struct bf_wal_replay_info *info);
+#ifdef BF_TESTING
+/* fdatasync/fsync calls made by this log (injected faults not counted). */
+uint64_t bf_wal_testing_syncs(struct bf_wal *wal);
+/* Sleep usec before each fdatasync/fsync (a slow disk, for group commit). */
+void bf_wal_testing_sync_delay(struct bf_wal *wal, uint32_t usec);
+#endif
 
 
 /* ========================================================================
