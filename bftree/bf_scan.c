@@ -196,6 +196,9 @@ static int collect(bf_cursor *c, const struct bf_leaf *page_leaf,
     int cmp;
     if (i < np) {
       bf_node_record(pnode, i, &pr);
+      /* A verified page may still hold a key longer than max_key. */
+      if (page_leaf->prefix_len + pr.key_len > c->tree->max_key)
+        return BF_CORRUPT_BKPT;
       if (page_leaf->prefix_len) {
         memcpy(c->key_buf, prefix, page_leaf->prefix_len);
         memcpy(c->key_buf + page_leaf->prefix_len, pr.key, pr.key_len);

@@ -218,8 +218,10 @@ static int merge_push(struct merge_state *m, const uint8_t *key, uint32_t klen,
 static const uint8_t *arena_key(struct merge_state *m, const struct bf_leaf *leaf,
                                 const struct bf_record *r) {
   uint8_t *k = m->arena + m->arena_len;
-  memcpy(k, leaf->low ? leaf->low : leaf->high, leaf->prefix_len);
-  memcpy(k + leaf->prefix_len, r->key, r->key_len);
+  /* prefix_len is 0 when a fence is infinite (both may be NULL). */
+  if (leaf->prefix_len)
+    memcpy(k, leaf->low ? leaf->low : leaf->high, leaf->prefix_len);
+  if (r->key_len) memcpy(k + leaf->prefix_len, r->key, r->key_len);
   m->arena_len += leaf->prefix_len + r->key_len;
   return k;
 }
@@ -540,10 +542,11 @@ static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   /* The left page: in place unless the last checkpoint references it. */
   {
     uint64_t target = e->disk_page;
-    bool moved = false;
+    bool moved = false, in_place = true;
     if (e->flags & BF_ENTRY_IN_CHECKPOINT) {
+      in_place = false;
       rc = bf_space_alloc(t->space, &target);
-      moved = true;
+      moved = rc == BF_OK; /* never free the leaf's own page below */
     }
     if (rc == BF_OK) rc = merge_build_page(t, &m, first, pages, 0, buf);
     if (rc == BF_OK) rc = write_page(t, buf, target);
@@ -554,7 +557,9 @@ static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
     }
     if (rc != BF_OK) {
       if (moved) bf_space_free(t->space, target, false);
-      if (pages > 1) set_error(t, rc); /* separators already published */
+      /* Separators already published, or the page overwritten in place
+      ** (possibly torn): memory and disk may disagree. */
+      if (pages > 1 || in_place) set_error(t, rc);
     }
   }
   for (size_t p = 1; p < pages; p++) bf_unlatch_exclusive(&entries[p]->latch);
@@ -976,9 +981,15 @@ int bf_tree_promote_page(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   int rc = buf_alloc(t, t->full_class, leaf_id, &node);
   if (rc != BF_OK) return rc;
   memcpy(node, page, t->page_size);
+  struct bf_leaf leaf;
+  bf_leaf_view(node, t->page_size, &leaf);
+  /* Records on disk are INSERT; in the mini-page they are clean copies.
+  ** Left as INSERT they would count as dirty: every eviction and
+  ** checkpoint would rewrite the leaf, and a reader's eviction could merge
+  ** while a checkpoint holds the gate (image_add relies on no merges). */
+  for (uint32_t i = bf_node_count(leaf.node); i-- > 0;)
+    bf_node_set_type(leaf.node, i, BF_REC_CACHE);
   if (old) {
-    struct bf_leaf leaf;
-    bf_leaf_view(node, t->page_size, &leaf);
     uint32_t n = bf_node_count(old);
     for (uint32_t i = 0; i < n && rc == BF_OK; i++) {
       struct bf_record r;
@@ -1045,6 +1056,11 @@ int bf_tree_evict(bf_tree *t, uint32_t size_class) {
     uint8_t *node;
     int rc = bf_buf_evict_next(t->buf, &node);
     if (rc == BF_RETRY) {
+      /* A failed eviction merge leaves its block claimed for good (the
+      ** head cannot pass it): once the tree is in error, space may never
+      ** come back, so a writer must not retry forever. */
+      if (atomic_load_explicit(&t->error, memory_order_relaxed) != BF_OK)
+        return BF_READONLY;
       if (++idle > 1000) return BF_OK; /* others are evicting; retry the op */
       sched_yield();
       continue;
