@@ -19,7 +19,10 @@
 **   48     8    first metadata page
 **   56     8    metadata page count
 **   64     8    leaf count
-**   72     8    lsn the checkpoint is consistent with (0 until the log)
+**   72     8    lsn: the log position the checkpoint includes everything
+**               before (replay starts there)
+**   80     8    file id: random, chosen at creation; the log names it
+**   88     8    last commit id included
 **
 ** METADATA PAGE (a chain; each page_size bytes):
 **   0      4    CRC-32C of bytes [4, page_size)
@@ -155,6 +158,7 @@ void bf_ckpt_image_free(struct bf_ckpt_image *image) {
 struct super {
   uint32_t page_size;
   uint64_t generation, file_pages, meta_first, meta_count, leaf_count, lsn;
+  uint64_t file_id, last_commit_id;
 };
 
 static void super_encode(const struct super *sb, uint8_t *p) {
@@ -168,6 +172,8 @@ static void super_encode(const struct super *sb, uint8_t *p) {
   bf_put64(p + 56, sb->meta_count);
   bf_put64(p + 64, sb->leaf_count);
   bf_put64(p + 72, sb->lsn);
+  bf_put64(p + 80, sb->file_id);
+  bf_put64(p + 88, sb->last_commit_id);
   bf_put32(p + 16, bf_crc32c(0, p + 20, BF_SUPER_SIZE - 20));
 }
 
@@ -187,6 +193,8 @@ static int super_decode(const uint8_t *p, struct super *sb) {
   sb->meta_count = bf_get64(p + 56);
   sb->leaf_count = bf_get64(p + 64);
   sb->lsn = bf_get64(p + 72);
+  sb->file_id = bf_get64(p + 80);
+  sb->last_commit_id = bf_get64(p + 88);
   if (!is_page_size(sb->page_size)) return -1;
   return 1;
 }
@@ -356,6 +364,8 @@ int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
     sb.meta_count = meta.count;
     sb.leaf_count = image->leaf_count;
     sb.lsn = image->lsn;
+    sb.file_id = image->file_id;
+    sb.last_commit_id = image->last_commit_id;
     memset(page, 0, ps);
     super_encode(&sb, page);
     rc = bf_io_write(io, page, ps, (sb.generation % 2) * ps);
@@ -506,6 +516,8 @@ int bf_ckpt_load(struct bf_io *io, struct bf_ckpt_image *image,
     image->page_size = sb.page_size;
     image->generation = sb.generation;
     image->lsn = sb.lsn;
+    image->file_id = sb.file_id;
+    image->last_commit_id = sb.last_commit_id;
     *space_out = s;
     s = NULL;
   } else {

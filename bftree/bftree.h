@@ -92,9 +92,30 @@ typedef struct bf_options {
   uint32_t max_mini_divisor;
   /* Create the file when it does not exist.  Default true. */
   bool create;
+  /* Durability of committed writes (enum bf_synchronous), as SQLite's
+  ** PRAGMA synchronous: FULL (default) fsyncs the log at every commit;
+  ** NORMAL writes the log at commit and fsyncs at checkpoints (survives a
+  ** process crash, not a power loss); OFF never fsyncs the log. */
+  int synchronous;
+  /* Write-ahead log.  When false, nothing is logged: what was written since
+  ** the last checkpoint is lost in a crash (for temporary data). */
+  bool wal;
+  /* Checkpoint when the log grows past this many bytes.  Default 64 MiB. */
+  uint64_t wal_size_limit;
+  /* Recovery replays committed transactions whose commit id is at most
+  ** this (commit id 0, as given by bf_put, always replays).  Default
+  ** UINT64_MAX.  The SQLite module passes the last id its database
+  ** committed, so that the table and the database agree after a crash. */
+  uint64_t replay_limit;
   /* Seed for the engine's random choices (promotion); 0 picks one. */
   uint64_t seed;
 } bf_options;
+
+enum bf_synchronous {
+  BF_SYNC_OFF = 0,
+  BF_SYNC_NORMAL = 1,
+  BF_SYNC_FULL = 2
+};
 
 /* Fill *opts with the documented defaults. */
 void bf_options_init(bf_options *opts);
@@ -203,6 +224,67 @@ bool bf_cursor_valid(const bf_cursor *cursor);
 void bf_cursor_key(const bf_cursor *cursor, const void **key, size_t *key_len);
 void bf_cursor_value(const bf_cursor *cursor, const void **value,
                      size_t *value_len);
+
+/*
+** Transactions.  A transaction collects writes privately: bf_txn_get and
+** cursors opened with bf_cursor_open_txn see them, nobody else does.
+** bf_txn_commit logs them with one commit record (durable per
+** `synchronous`) and then applies them to the tree.  Commits of different
+** transactions are serialised by the log; readers are never blocked, but a
+** reader running while a commit is applied may see part of it.  Conflicts
+** between concurrent transactions are not detected: the last commit wins
+** per key (the SQLite module allows one writing transaction per table).
+** A transaction belongs to one thread at a time.
+*/
+typedef struct bf_txn bf_txn;
+
+int bf_txn_begin(bf_tree *tree, bf_txn **out);
+/* Buffer a put / delete in the transaction.  BF_TOOBIG as bf_put. */
+int bf_txn_put(bf_txn *txn, const void *key, size_t key_len, const void *value,
+               size_t value_len);
+int bf_txn_delete(bf_txn *txn, const void *key, size_t key_len);
+/* bf_get as the transaction sees it. */
+int bf_txn_get(bf_txn *txn, const void *key, size_t key_len, void *buffer,
+               size_t buffer_size, size_t *value_len);
+/* Nested savepoints: a mark, undo back to a mark (which stays valid),
+** forget marks from this one up. */
+uint32_t bf_txn_savepoint(bf_txn *txn);
+int bf_txn_rollback_to(bf_txn *txn, uint32_t mark);
+void bf_txn_release(bf_txn *txn, uint32_t mark);
+/*
+** First phase of a commit: write the transaction to the log with commit_id
+** (0 = none) and make it durable per `synchronous`.  The writes are not yet
+** visible; no more writes may be added.  Follow with bf_txn_commit or
+** bf_txn_abort.  Until then checkpoints wait.
+*/
+int bf_txn_prepare(bf_txn *txn, uint64_t commit_id);
+/* Commit (preparing with commit id 0 first if needed), apply, free txn. */
+int bf_txn_commit(bf_txn *txn);
+/* Discard and free txn.  After bf_txn_prepare this also checkpoints, so
+** that the log no longer holds the transaction. */
+int bf_txn_abort(bf_txn *txn);
+/* Number of writes buffered. */
+uint64_t bf_txn_size(const bf_txn *txn);
+
+/* A cursor that sees the tree overlaid by txn's writes. */
+int bf_cursor_open_txn(bf_tree *tree, bf_txn *txn, bf_cursor **out);
+
+/* The largest commit id committed or recovered so far (0 if none). */
+uint64_t bf_last_commit_id(bf_tree *tree);
+
+/* What the last bf_open recovered from the log. */
+typedef struct bf_recovery {
+  uint64_t transactions;       /* replayed */
+  uint64_t operations;         /* replayed */
+  uint64_t skipped;            /* committed in the log but beyond
+                               ** replay_limit, discarded */
+  int stop;                    /* 0 clean end, 1 torn tail (normal after a
+                               ** crash), 2 corrupt record in the middle */
+  double seconds;              /* time spent */
+  char message[200];           /* where and why replay stopped; for stop 2,
+                               ** where the damaged log was kept */
+} bf_recovery;
+void bf_recovery_info(bf_tree *tree, bf_recovery *out);
 
 /* Number of mini-page size classes reported in bf_stats. */
 #define BF_MAX_SIZE_CLASSES 16

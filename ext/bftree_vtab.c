@@ -619,6 +619,18 @@ static int vt_init(sqlite3 *db, void *pAux, int argc, const char *const *argv,
       }
       free(em);
     }
+    /* Two tables of one connection never share a data file. */
+    for (bfx_entry *o = conn->entries; create && o; o = o->next) {
+      if (o != e && o->shared == e->shared) {
+        *pzErr = sqlite3_mprintf("bftree: data file %s is already used by "
+                                 "table %s.%s", e->path ? e->path : "?",
+                                 o->zDb, o->zName);
+        bfx_shared_release(e->shared);
+        e->shared = NULL;
+        rc = SQLITE_ERROR;
+        goto fail;
+      }
+    }
   }
 
   vt = sqlite3_malloc64(sizeof *vt);
@@ -1112,10 +1124,6 @@ static int next_term(const char **pp, const char *kname, bool *desc) {
   const char *p = *pp;
   for (;;) {
     if (strncmp(p, " AND ", 5) == 0) p += 5;
-    if (strncmp(p, "full scan", 9) == 0) {
-      p += 9;
-      continue;
-    }
     if (strncmp(p, " DESC", 5) == 0) {
       *desc = true;
       p += 5;
@@ -1169,6 +1177,7 @@ static int bfxFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   free_points(c);
 
   const char *p = idxStr ? idxStr : "full scan";
+  if (strncmp(p, "full scan", 9) == 0) p += 9; /* only ever at the start */
   int a = 0, op;
   while ((op = next_term(&p, kname, &c->desc)) >= 0) {
     if (op == T_BAD || a >= argc) {

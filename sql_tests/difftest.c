@@ -3,8 +3,10 @@
 **
 ** Usage: difftest [path/to/bftree.so]     (default ./bftree.so)
 **   BF_TEST_SEED=n      replay a run (the seed is always printed)
-**   BF_DIFFTEST_OPS=n   random statements per schema (default 1500)
+**   BF_DIFFTEST_OPS=n   random statements per schema (default 1200)
 **   BF_DIFFTEST_VERBOSE=1  print every statement
+**   BF_TEST_DIR=dir     where the database files go (default /dev/shm when
+**                       writable, else /tmp)
 **
 ** For each key type (INTEGER, TEXT, REAL, BLOB, NUMERIC, none) it creates
 **   native:  CREATE TABLE t(k <type> PRIMARY KEY, a INTEGER, b TEXT, c) WITHOUT ROWID
@@ -16,7 +18,7 @@
 ** deletes, selects with random bounds of mixed types, IN lists, IS, ORDER BY
 ** ASC/DESC, LIMIT/OFFSET, and transactions with savepoints.  After every
 ** statement it compares the rows (type and exact value), the result code
-** (extended), the error message and changes(); every 50 statements it
+** (extended), the error message and changes(); every 100 statements it
 ** compares the whole table.  Known differences (ext/README-sql.md) are
 ** skipped and the bftree table is re-synchronised from the native one.
 **
@@ -74,7 +76,10 @@ static void s_add(str *s, const char *fmt, ...) {
 
 static void s_reset(str *s) {
   s->n = 0;
-  if (s->p) s->p[0] = 0;
+  if (s->p)
+    s->p[0] = 0;
+  else
+    s_add(s, "%s", ""); /* never NULL after a reset */
 }
 
 /* --------------------------------------------------- SQL generation */
@@ -217,15 +222,15 @@ static void gen_statement(str *s, int *in_txn) {
     gen_key_expr(s);
     s_add(s, ", a, b, c FROM t");
     gen_where(s);
-  } else if (r < 27) {
+  } else if (r < 29) {
     /* a bulk load, so that the data outgrows the buffer */
-    int base = rn(1000000), n = 50 + rn(400);
+    int base = rn(1000000), n = 100 + rn(300);
     s_add(s,
           "INSERT%s INTO t WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i "
           "+ 1 FROM c WHERE i < %d) SELECT %d + i * %d, i, 'row' || i, "
           "printf('%%060d', i) FROM c",
           conflict(), n, base, 1 + rn(5));
-  } else if (r < 37) {
+  } else if (r < 39) {
     s_add(s, "UPDATE%s t SET ", conflict());
     switch (rn(4)) {
       case 0:
@@ -247,10 +252,10 @@ static void gen_statement(str *s, int *in_txn) {
         break;
     }
     gen_where(s);
-  } else if (r < 45) {
+  } else if (r < 44) {
     s_add(s, "DELETE FROM t");
     gen_where(s);
-    if (rn(4) != 0 && !strstr(s->p, "WHERE")) s_add(s, " WHERE k > %d", rn(200000));
+    if (!strstr(s->p, "WHERE")) s_add(s, " WHERE k BETWEEN %d AND %d", rn(1000000), rn(1000000));
   } else if (r < 88) {
     static const char *cols[] = {"k, a, b, c", "k", "count(*)",
                                  "count(*), sum(a), min(k), max(k)", "typeof(k), k"};
@@ -341,7 +346,8 @@ static void run(sqlite3 *db, const char *sql, str *out, int sorted) {
   free(rows.p);
   if (rc != SQLITE_DONE) {
     s_add(out, "ERROR %d: %s\n", sqlite3_extended_errcode(db), sqlite3_errmsg(db));
-  } else {
+  } else if (strncmp(sql, "INSERT", 6) == 0 || strncmp(sql, "UPDATE", 6) == 0 ||
+             strncmp(sql, "DELETE", 6) == 0) {
     s_add(out, "changes %d\n", sqlite3_changes(db));
   }
   sqlite3_finalize(st);
@@ -389,14 +395,19 @@ int main(int argc, char **argv) {
     seed = (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 20);
   }
   const char *e_ops = getenv("BF_DIFFTEST_OPS");
-  int nops = e_ops && *e_ops ? atoi(e_ops) : 1500;
+  int nops = e_ops && *e_ops ? atoi(e_ops) : 1200;
   int verbose = getenv("BF_DIFFTEST_VERBOSE") != NULL;
   printf("difftest: BF_TEST_SEED=%llu (%d statements per schema)\n",
          (unsigned long long)seed, nops);
   fflush(stdout);
   rng_state = seed;
 
-  char tmpl[] = "/tmp/bftree-difftest-XXXXXX";
+  /* The test is about SQL semantics, not I/O: prefer a memory file system
+  ** (the engine falls back to buffered I/O there), BF_TEST_DIR overrides. */
+  const char *parent = getenv("BF_TEST_DIR");
+  if (!parent || !*parent) parent = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+  char tmpl[600];
+  snprintf(tmpl, sizeof tmpl, "%s/bftree-difftest-XXXXXX", parent);
   char *dir = mkdtemp(tmpl);
   if (!dir) {
     perror("mkdtemp");
@@ -415,7 +426,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     sqlite3_enable_load_extension(bft, 1);
-    if (sqlite3_load_extension(bft, so, NULL, &err) != SQLITE_OK) {
+    if (sqlite3_load_extension(bft, so, "sqlite3_bftree_init", &err) != SQLITE_OK) {
       fprintf(stderr, "difftest: cannot load %s: %s\n", so, err ? err : "?");
       return 1;
     }
@@ -428,9 +439,10 @@ int main(int argc, char **argv) {
 
     str stmt = {0}, o1 = {0}, o2 = {0};
     int in_txn = 0, schema_failures = 0;
+    size_t max_rows = 0;
     for (int op = 0; op < nops && schema_failures < 5; op++) {
       s_reset(&stmt);
-      int full = op % 50 == 49;
+      int full = op % 100 == 99;
       if (full)
         s_add(&stmt, "SELECT * FROM t ORDER BY k");
       else
@@ -441,6 +453,11 @@ int main(int argc, char **argv) {
       run(bft, stmt.p, &o2, sorted);
       /* keep the transaction flag in step with what really happened */
       in_txn = !sqlite3_get_autocommit(nat);
+      if (full) {
+        size_t nl = 0;
+        for (size_t i = 0; i < o1.n; i++) nl += o1.p[i] == '\n';
+        if (nl > max_rows) max_rows = nl;
+      }
       if (strcmp(o1.p, o2.p) == 0) {
         passed++;
         continue;
@@ -465,7 +482,7 @@ int main(int argc, char **argv) {
     if (!sqlite3_get_autocommit(bft)) exec_ok(bft, "COMMIT");
     /* the integrity check of the tree, and a last full comparison */
     run(bft, "SELECT bftree_check('t')", &o2, 0);
-    if (strcmp(o2.p, "t'ok'\nchanges 0\n") != 0) {
+    if (strcmp(o2.p, "t'ok'\n") != 0) {
       failed++;
       printf("MISMATCH (schema %zu): bftree_check: %s", si, o2.p);
     } else {
@@ -481,8 +498,10 @@ int main(int argc, char **argv) {
     }
     run(bft, "SELECT value FROM bftree_stat('t') WHERE name = 'leaf_pages'", &o2, 0);
     run(nat, "SELECT count(*) FROM t", &o1, 0);
-    printf("schema %zu: rows and leaf pages at the end: %s", si, o1.p);
-    printf("  %s", o2.p);
+    if (o1.n) o1.p[o1.n - 1] = 0; /* drop the newlines */
+    if (o2.n) o2.p[o2.n - 1] = 0;
+    printf("schema %zu: %s rows, %s leaf pages at the end; at most %zu rows\n", si,
+           o1.n > 1 ? o1.p + 1 : "?", o2.n > 1 ? o2.p + 1 : "?", max_rows);
     free(stmt.p);
     free(o1.p);
     free(o2.p);

@@ -61,6 +61,12 @@ SELECT * FROM e;
 .load ./bftree
 SELECT * FROM e;
 DROP TABLE e;
+-- two tables cannot share one data file
+CREATE VIRTUAL TABLE s1 USING bftree(k, file='shared.bft');
+CREATE VIRTUAL TABLE s2 USING bftree(k, file='shared.bft');
+INSERT INTO s1 VALUES(1);
+SELECT * FROM s1;
+DROP TABLE s1;
 -- in-memory database: an anonymous temporary file, kept across rename
 .open :memory:
 .load ./bftree

@@ -154,6 +154,8 @@ static void gen_value(uint64_t *st, bfx_value *v, uint8_t *buf) {
 static size_t enc(const bfx_value *v, uint8_t *out, size_t cap) {
   size_t n = bfx_key_encode(v, out, cap);
   assert_true(n <= cap);
+  if (v->type == BFX_INTEGER || v->type == BFX_FLOAT)
+    assert_true(n <= BFX_KEY_NUM_MAX);
   /* a short buffer reports the same length and writes only what fits */
   uint8_t small[4];
   assert_int_equal(bfx_key_encode(v, small, sizeof small), n);
