@@ -214,10 +214,7 @@ static int super_read(struct bf_io *io, struct super *out, char **errmsg) {
     return BF_NOTBFTREE;
   }
   v0 = super_decode(raw, &s0);
-  if (v0 == 0) {
-    if (errmsg) *errmsg = bf_mprintf("file does not start with the bftree magic");
-    return BF_NOTBFTREE;
-  }
+  /* Slot 0 may be blank: a new file's first checkpoint goes to slot 1. */
   for (uint32_t ps = 512; ps <= 32768; ps *= 2) {
     if (v0 == 1 && ps != s0.page_size) continue;
     rc = bf_io_read_raw(io, raw, sizeof raw, ps, &got);
@@ -227,6 +224,10 @@ static int super_read(struct bf_io *io, struct super *out, char **errmsg) {
       if (v1 == 1 && s1.page_size != ps) v1 = -1;
       if (v1 == 1) break;
     }
+  }
+  if (v0 == 0 && v1 == 0) {
+    if (errmsg) *errmsg = bf_mprintf("file does not start with the bftree magic");
+    return BF_NOTBFTREE;
   }
   if (v0 != 1 && v1 != 1) {
     if (errmsg) *errmsg = bf_mprintf("both superblocks are damaged");

@@ -895,16 +895,40 @@ struct bf_tree {
   _Atomic int error;              /* sticky: first error that left state
                                   ** uncertain; writes refused after it */
   _Atomic int open_cursors;
+  /* Durability (bf_txn.c, bf_tree.c). */
+  struct bf_wal *wal;             /* NULL when opts.wal is false */
+  char *wal_path;
+  uint64_t file_id;
+  _Atomic uint64_t last_commit_id;
+  atomic_bool checkpoint_running; /* one size-triggered checkpoint at once */
+  bf_recovery recovery;
   struct bf_tree_counters {
     _Atomic uint64_t cache_hits, cache_misses, leaf_reads, leaf_writes,
         bytes_read, bytes_written, merges, splits, evictions,
         copy_on_access, record_promotions, phantoms, page_promotions,
-        mini_grows;
+        mini_grows, commits, checkpoints;
   } count;
 };
 
 #define BF_COUNT(tree, field, n) \
   atomic_fetch_add_explicit(&(tree)->count.field, (n), memory_order_relaxed)
+
+/* Refuse a write that cannot be done: BF_READONLY (tree in error),
+** BF_TOOBIG, BF_INVALID (NULL pointer with a length). */
+int bf_tree_check_write(bf_tree *tree, const void *key, size_t key_len,
+                        const void *value, size_t value_len);
+/* Apply one write (BF_REC_INSERT or BF_REC_TOMBSTONE) to the tree without
+** logging and without the write gate (the caller holds it, or is alone). */
+int bf_tree_apply(bf_tree *tree, int type, const uint8_t *key,
+                  uint32_t key_len, const uint8_t *value, uint32_t value_len);
+/* Enter the sticky error state (first error wins). Returns rc. */
+int bf_tree_set_error(bf_tree *tree, int rc);
+/* A transaction with commit_id committed. */
+void bf_tree_note_commit(bf_tree *tree, uint64_t commit_id);
+/* Checkpoint if the log has outgrown opts.wal_size_limit (no gate held). */
+void bf_tree_maybe_checkpoint(bf_tree *tree);
+/* The write set of a transaction (for cursors). */
+struct bf_wset *bf_txn_wset(bf_txn *txn);
 
 /* Read and verify the leaf page of entry (latched, shared or exclusive)
 ** into page (page_size bytes, aligned). */

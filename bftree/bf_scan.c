@@ -42,6 +42,7 @@ struct key_copy {
 
 struct bf_cursor {
   bf_tree *tree;
+  bf_txn *txn;                 /* overlay its writes; NULL for none */
   bool descending;
   struct key_copy lower, upper;
   struct key_copy next;        /* fence where the next batch starts */
@@ -54,6 +55,12 @@ struct bf_cursor {
   uint8_t *data;
   size_t data_len, data_cap;
   uint8_t *page;               /* leaf page I/O buffer */
+  /* Second batch, for merging a transaction's writes (swapped with the
+  ** first). */
+  struct scan_item *items2;
+  uint32_t items2_cap;
+  uint8_t *data2;
+  size_t data2_cap;
   uint8_t *key_buf;            /* one full key (max key size) */
 };
 
@@ -90,6 +97,12 @@ int bf_cursor_open(bf_tree *t, bf_cursor **out) {
   return BF_OK;
 }
 
+int bf_cursor_open_txn(bf_tree *t, bf_txn *txn, bf_cursor **out) {
+  int rc = bf_cursor_open(t, out);
+  if (rc == BF_OK) (*out)->txn = txn;
+  return rc;
+}
+
 void bf_cursor_close(bf_cursor *c) {
   if (!c) return;
   atomic_fetch_sub(&c->tree->open_cursors, 1);
@@ -98,6 +111,8 @@ void bf_cursor_close(bf_cursor *c) {
   free(c->next.data);
   free(c->items);
   free(c->data);
+  free(c->items2);
+  free(c->data2);
   bf_free_aligned(c->page);
   bf_free(c->key_buf);
   bf_free(c);
@@ -231,6 +246,101 @@ static int collect(bf_cursor *c, const struct bf_leaf *page_leaf,
   return rc;
 }
 
+/* ------------------------------------------------------------------------
+** Overlaying a transaction's writes on a batch.
+**
+** The tree's records of the batch are moved to the second buffer
+** (items2/data2, old_count of them); the first is rebuilt by merging them
+** with the write set's entries: a put replaces or adds, a delete drops.
+*/
+struct overlay {
+  bf_cursor *c;
+  uint32_t next;       /* next old item to merge */
+  uint32_t old_count;
+};
+
+/* Append old items [o->next, upto). */
+static int overlay_copy_old(struct overlay *o, uint32_t upto) {
+  bf_cursor *c = o->c;
+  int rc = BF_OK;
+  for (; o->next < upto && rc == BF_OK; o->next++) {
+    const struct scan_item *it = &c->items2[o->next];
+    rc = batch_add(c, NULL, 0, c->data2 + it->key_off, it->key_len,
+                   c->data2 + it->value_off, it->value_len);
+  }
+  return rc;
+}
+
+static int overlay_visit(void *ctx, int op, const uint8_t *key, uint32_t klen,
+                         const uint8_t *value, uint32_t vlen) {
+  struct overlay *o = ctx;
+  bf_cursor *c = o->c;
+  uint32_t upto = o->next;
+  int cmp = 1;
+  while (upto < o->old_count) {
+    const struct scan_item *it = &c->items2[upto];
+    cmp = bf_key_compare(c->data2 + it->key_off, it->key_len, key, klen);
+    if (cmp >= 0) break;
+    upto++;
+  }
+  int rc = overlay_copy_old(o, upto);
+  if (rc != BF_OK) return rc;
+  if (o->next < o->old_count && cmp == 0) o->next++; /* replaced or deleted */
+  if (op == BF_WAL_PUT) rc = batch_add(c, NULL, 0, key, klen, value, vlen);
+  return rc;
+}
+
+static void swap_batches(bf_cursor *c) {
+  struct scan_item *items = c->items;
+  uint32_t items_cap = c->items_cap;
+  uint8_t *data = c->data;
+  size_t data_cap = c->data_cap;
+  c->items = c->items2;
+  c->items_cap = c->items2_cap;
+  c->data = c->data2;
+  c->data_cap = c->data2_cap;
+  c->items2 = items;
+  c->items2_cap = items_cap;
+  c->data2 = data;
+  c->data2_cap = data_cap;
+}
+
+/* Merge the transaction's writes whose keys lie in both this leaf's range
+** and the cursor's range into the batch. */
+static int overlay_txn(bf_cursor *c, const struct bf_leaf *leaf) {
+  struct bf_wset *w = bf_txn_wset(c->txn);
+  if (bf_wset_count(w) == 0) return BF_OK;
+  /* Lower bound: the larger of the leaf's low fence and the cursor's. */
+  const uint8_t *lo = leaf->low;
+  uint32_t lo_len = leaf->low_len;
+  bool lo_incl = true;
+  if (c->lower.present &&
+      (!lo || bf_key_compare(c->lower.data, c->lower.len, lo, lo_len) >= 0)) {
+    lo = c->lower.data;
+    lo_len = c->lower.len;
+    lo_incl = c->lower.inclusive;
+  }
+  /* Upper bound: the smaller of the leaf's high fence and the cursor's. */
+  const uint8_t *hi = leaf->high;
+  uint32_t hi_len = leaf->high_len;
+  bool hi_incl = false;
+  if (c->upper.present &&
+      (!hi || bf_key_compare(c->upper.data, c->upper.len, hi, hi_len) < 0)) {
+    hi = c->upper.data;
+    hi_len = c->upper.len;
+    hi_incl = c->upper.inclusive;
+  }
+  struct overlay o = {c, 0, c->count};
+  swap_batches(c);
+  c->count = 0;
+  c->data_len = 0;
+  int rc = bf_wset_range(w, lo ? lo : (const uint8_t *)"", lo_len,
+                         lo ? lo_incl : true, hi, hi_len, hi_incl,
+                         overlay_visit, &o);
+  if (rc == BF_OK) rc = overlay_copy_old(&o, o.old_count);
+  return rc;
+}
+
 /* Remember the fence where the next batch starts, and whether one may hold
 ** keys in range (invariant 3). */
 static int set_next(bf_cursor *c, const struct bf_leaf *leaf) {
@@ -281,12 +391,14 @@ static int load_leaf(bf_cursor *c, const uint8_t *key, uint32_t key_len,
     bf_leaf_view(mini, t->page_size, &leaf);
     BF_COUNT(t, cache_hits, 1);
     rc = collect(c, &leaf, NULL);
+    if (rc == BF_OK && c->txn) rc = overlay_txn(c, &leaf);
     if (rc == BF_OK) rc = set_next(c, &leaf);
     bf_unlatch_shared(&e->latch);
     return rc;
   }
   rc = bf_tree_read_leaf(t, e, c->page, &leaf);
   if (rc == BF_OK) rc = collect(c, &leaf, mini);
+  if (rc == BF_OK && c->txn) rc = overlay_txn(c, &leaf);
   if (rc == BF_OK) rc = set_next(c, &leaf);
   if (rc == BF_OK && bf_random_percent(t->opts.scan_promote_percent) &&
       bf_try_upgrade(&e->latch)) {

@@ -53,7 +53,10 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Internal status: the leaf split; restart the operation from the root. */
 #define BF_RESTART (BF_STATUS_COUNT + 1)
@@ -71,6 +74,10 @@ void bf_options_init(bf_options *o) {
   o->max_mini_divisor = 2;
   o->create = true;
   o->seed = 0;
+  o->synchronous = BF_SYNC_FULL;
+  o->wal = true;
+  o->wal_size_limit = 64u << 20;
+  o->replay_limit = UINT64_MAX;
 }
 
 size_t bf_max_key_size(const bf_tree *t) { return t->max_key; }
@@ -804,28 +811,56 @@ static int mini_write(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   }
 }
 
-static int check_write(bf_tree *t, size_t klen, size_t vlen) {
+int bf_tree_check_write(bf_tree *t, const void *key, size_t klen,
+                        const void *val, size_t vlen) {
   int err = atomic_load_explicit(&t->error, memory_order_relaxed);
   if (err != BF_OK) return BF_READONLY;
   if (klen > t->max_key || klen + vlen > t->max_record) return BF_TOOBIG;
+  if ((klen && !key) || (vlen && !val)) return BF_INVALID;
   return BF_OK;
 }
 
-static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
-                      const void *val, size_t vlen) {
-  int rc = check_write(t, klen, vlen);
-  if (rc != BF_OK) return rc;
-  if (klen && !key) return BF_INVALID;
-  if (vlen && !val) return BF_INVALID;
-  pthread_rwlock_rdlock(&t->checkpoint_gate);
+int bf_tree_set_error(bf_tree *t, int rc) { return set_error(t, rc); }
+
+void bf_tree_note_commit(bf_tree *t, uint64_t id) {
+  uint64_t cur = atomic_load(&t->last_commit_id);
+  while (id > cur && !atomic_compare_exchange_weak(&t->last_commit_id, &cur, id)) {
+  }
+}
+
+/* Log one autocommit write (caller holds the leaf latch, so that writes of
+** one key reach the log in the order they reach the tree). */
+static int log_one(bf_tree *t, int type, const uint8_t *key, uint32_t klen,
+                   const uint8_t *val, uint32_t vlen, uint64_t *end) {
+  struct bf_wal_batch batch;
+  memset(&batch, 0, sizeof batch);
+  int rc = type == BF_REC_INSERT ? bf_wal_batch_put(&batch, key, klen, val, vlen)
+                                 : bf_wal_batch_delete(&batch, key, klen);
+  if (rc == BF_OK) rc = bf_wal_append(t->wal, &batch, 0, end);
+  bf_wal_batch_free(&batch);
+  return rc;
+}
+
+/*
+** The write loop: latch the key's leaf, apply, retry after a split or an
+** eviction.  With log, the write is appended to the log right after it is
+** applied, under the same latch (see log_one); *end gets its LSN.
+*/
+static int write_loop(bf_tree *t, int type, const uint8_t *key, uint32_t klen,
+                      const uint8_t *val, uint32_t vlen, bool log,
+                      uint64_t *end) {
+  int rc;
   for (;;) {
     uint32_t leaf_id;
     struct bf_leaf_entry *e;
-    rc = bf_tree_latch_leaf(t, key, (uint32_t)klen, BF_FIND_KEY, true, &leaf_id,
-                            &e);
+    rc = bf_tree_latch_leaf(t, key, klen, BF_FIND_KEY, true, &leaf_id, &e);
     if (rc != BF_OK) break;
-    rc = mini_write(t, leaf_id, e, key, (uint32_t)klen, type, val,
-                    (uint32_t)vlen);
+    rc = mini_write(t, leaf_id, e, key, klen, type, val, vlen);
+    if (rc == BF_OK && log) {
+      rc = log_one(t, type, key, klen, val, vlen, end);
+      /* Visible in the tree but not in the log: memory and log disagree. */
+      if (rc != BF_OK) set_error(t, rc);
+    }
     if (rc == BF_OK) mini_relocate(t, leaf_id, e);
     bf_unlatch_exclusive(&e->latch);
     if (rc == BF_RESTART) continue;
@@ -835,7 +870,30 @@ static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
     }
     break;
   }
+  return rc;
+}
+
+int bf_tree_apply(bf_tree *t, int type, const uint8_t *key, uint32_t klen,
+                  const uint8_t *val, uint32_t vlen) {
+  return write_loop(t, type, key, klen, val, vlen, false, NULL);
+}
+
+/* An autocommit write: gate shared, apply + log, then sync per
+** `synchronous` (after unlatching, so that syncs group). */
+static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
+                      const void *val, size_t vlen) {
+  uint64_t end = 0;
+  int rc = bf_tree_check_write(t, key, klen, val, vlen);
+  if (rc != BF_OK) return rc;
+  pthread_rwlock_rdlock(&t->checkpoint_gate);
+  rc = write_loop(t, type, key, (uint32_t)klen, val, (uint32_t)vlen,
+                  t->wal != NULL, &end);
+  if (rc == BF_OK && t->wal) {
+    BF_COUNT(t, commits, 1);
+    if (t->opts.synchronous == BF_SYNC_FULL) rc = bf_wal_sync(t->wal, end);
+  }
   pthread_rwlock_unlock(&t->checkpoint_gate);
+  if (rc == BF_OK) bf_tree_maybe_checkpoint(t);
   return rc;
 }
 
@@ -1153,14 +1211,23 @@ static int checkpoint_locked(bf_tree *t, bool drop) {
   int rc = atomic_load(&t->error);
   if (rc != BF_OK) return BF_READONLY;
   memset(&image, 0, sizeof image);
+  /* Everything logged so far is in the tree (the gate is held exclusive:
+  ** no append is under way), so the checkpoint covers the log up to here. */
+  uint64_t lsn = t->wal ? bf_wal_end_lsn(t->wal) : 0;
   rc = flush_all(t, drop);
   if (rc == BF_OK) rc = bf_inner_for_each_leaf(t->inner, image_add, &b);
   if (rc == BF_OK) {
     image.page_size = t->page_size;
     image.generation = t->generation;
+    image.lsn = lsn;
+    image.file_id = t->file_id;
+    image.last_commit_id = atomic_load(&t->last_commit_id);
     rc = bf_ckpt_write(t->io, t->space, &image);
   }
+  /* The checkpoint is durable: the log can start over. */
+  if (rc == BF_OK && t->wal) rc = bf_wal_reset(t->wal, lsn);
   if (rc == BF_OK) {
+    BF_COUNT(t, checkpoints, 1);
     t->generation = image.generation;
     for (uint64_t i = 0; i < image.leaf_count; i++) {
       struct bf_leaf_entry *e = bf_map_get(t->map, b.ids[i]);
@@ -1181,6 +1248,20 @@ int bf_checkpoint(bf_tree *t) {
   return rc;
 }
 
+void bf_tree_maybe_checkpoint(bf_tree *t) {
+  bool expect = false;
+  if (!t->wal || bf_wal_size(t->wal) < t->opts.wal_size_limit) return;
+  if (!atomic_compare_exchange_strong(&t->checkpoint_running, &expect, true))
+    return; /* another thread is at it */
+  /* An error here is sticky in the tree or the log; the next write sees it. */
+  (void)bf_checkpoint(t);
+  atomic_store(&t->checkpoint_running, false);
+}
+
+uint64_t bf_last_commit_id(bf_tree *t) { return atomic_load(&t->last_commit_id); }
+
+void bf_recovery_info(bf_tree *t, bf_recovery *out) { *out = t->recovery; }
+
 /* ------------------------------------------------------------------------
 ** Open and close.
 */
@@ -1190,8 +1271,10 @@ static void tree_free(bf_tree *t) {
   if (t->map) bf_map_destroy(t->map);
   if (t->buf) bf_buf_destroy(t->buf);
   if (t->space) bf_space_destroy(t->space);
+  if (t->wal) bf_wal_close(t->wal);
   if (t->io) bf_io_close(t->io);
   pthread_rwlock_destroy(&t->checkpoint_gate);
+  free(t->wal_path);
   bf_free(t);
 }
 
@@ -1214,6 +1297,11 @@ static int check_options(const bf_options *o, char **errmsg) {
   }
   if (o->read_promote_percent > 100 || o->scan_promote_percent > 100) {
     *errmsg = bf_mprintf("promotion percentages must be 0..100");
+    return BF_INVALID;
+  }
+  if (o->synchronous < BF_SYNC_OFF || o->synchronous > BF_SYNC_FULL) {
+    *errmsg = bf_mprintf("synchronous %d is not one of off, normal, full",
+                         o->synchronous);
     return BF_INVALID;
   }
   if (o->max_mini_divisor < 2 || o->max_mini_divisor > 64) {
@@ -1259,10 +1347,22 @@ static uint32_t inner_node_size(uint32_t page_size) {
 }
 
 /* A new file: one empty leaf and the first checkpoint. */
+static uint64_t new_file_id(void) {
+  uint64_t id = 0;
+  if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id || id == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    id = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^
+         ((uint64_t)getpid() << 16) ^ 0x9E3779B97F4A7C15ull;
+  }
+  return id;
+}
+
 static int tree_create(bf_tree *t) {
   uint32_t id;
   struct bf_leaf_entry *e;
   uint8_t *page = page_alloc(t);
+  t->file_id = new_file_id();
   int rc = page ? bf_space_create(BF_FIRST_DATA_PAGE, &t->space) : BF_NOMEM;
   if (rc == BF_OK) rc = bf_map_add(t->map, &id, &e);
   if (rc == BF_OK)
@@ -1280,7 +1380,7 @@ static int tree_create(bf_tree *t) {
   return rc;
 }
 
-static int tree_load(bf_tree *t, char **errmsg) {
+static int tree_load(bf_tree *t, uint64_t *ckpt_lsn, char **errmsg) {
   struct bf_ckpt_image image;
   uint32_t *ids = NULL;
   const uint8_t **lows = NULL;
@@ -1288,6 +1388,9 @@ static int tree_load(bf_tree *t, char **errmsg) {
   int rc = bf_ckpt_load(t->io, &image, &t->space, errmsg);
   if (rc != BF_OK) return rc;
   t->generation = image.generation;
+  t->file_id = image.file_id;
+  *ckpt_lsn = image.lsn;
+  atomic_store(&t->last_commit_id, image.last_commit_id);
   ids = calloc(image.leaf_count, sizeof *ids);
   lows = calloc(image.leaf_count, sizeof *lows);
   lens = calloc(image.leaf_count, sizeof *lens);
@@ -1310,6 +1413,80 @@ static int tree_load(bf_tree *t, char **errmsg) {
   free(lows);
   free(lens);
   bf_ckpt_image_free(&image);
+  return rc;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int replay_apply(void *ctx, int op, const uint8_t *key, uint32_t klen,
+                        const uint8_t *value, uint32_t vlen) {
+  bf_tree *t = ctx;
+  if (klen > t->max_key || klen + vlen > t->max_record) return BF_CORRUPT_BKPT;
+  return bf_tree_apply(t, op == BF_WAL_PUT ? BF_REC_INSERT : BF_REC_TOMBSTONE,
+                       key, klen, value, vlen);
+}
+
+/* Keep a copy of a damaged log for the user (best effort). */
+static bool copy_file(const char *from, const char *to) {
+  FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+  char buf[65536];
+  size_t n;
+  bool ok = in && out;
+  while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+    ok = fwrite(buf, 1, n, out) == n;
+  if (in) fclose(in);
+  if (out && fclose(out) != 0) ok = false;
+  return ok;
+}
+
+/*
+** Open the log and replay what the checkpoint (at ckpt_lsn) does not hold.
+** When anything was replayed, skipped or damaged, checkpoint at once (which
+** resets the log), so the log never holds what the tree now has twice.
+*/
+static int tree_recover(bf_tree *t, uint64_t ckpt_lsn, bool existed,
+                        char **errmsg) {
+  struct bf_wal_replay_info info;
+  double start = now_seconds();
+  int rc = bf_wal_open(t->wal_path, t->file_id, ckpt_lsn, &t->wal, errmsg);
+  if (rc != BF_OK || !existed) return rc;
+  rc = bf_wal_replay(t->wal, ckpt_lsn, t->opts.replay_limit, replay_apply, t,
+                     &info);
+  if (rc != BF_OK) {
+    *errmsg = bf_mprintf("replaying the log %s failed: %s", t->wal_path,
+                         bf_strerror(rc));
+    return rc;
+  }
+  bf_recovery *r = &t->recovery;
+  r->transactions = info.transactions;
+  r->operations = info.operations;
+  r->skipped = info.skipped;
+  r->stop = info.stop;
+  snprintf(r->message, sizeof r->message, "%s", info.message);
+  if (info.stop == BF_WAL_STOP_CORRUPT) {
+    char *keep = bf_mprintf("%s.corrupt-%llu", t->wal_path,
+                            (unsigned long long)t->generation);
+    char *text = keep && copy_file(t->wal_path, keep)
+                     ? bf_mprintf("%s; damaged log kept as %s", info.message,
+                                  keep)
+                     : NULL;
+    if (text) snprintf(r->message, sizeof r->message, "%s", text);
+    free(text);
+    free(keep);
+  }
+  bf_tree_note_commit(t, info.last_commit_id);
+  if (info.end_lsn > ckpt_lsn || info.transactions || info.skipped ||
+      info.stop != BF_WAL_STOP_END) {
+    rc = checkpoint_locked(t, false);
+    if (rc != BF_OK)
+      *errmsg = bf_mprintf("checkpoint after log replay failed: %s",
+                           bf_strerror(rc));
+  }
+  r->seconds = now_seconds() - start;
   return rc;
 }
 
@@ -1354,14 +1531,33 @@ int bf_open(const char *path, const bf_options *opts_in, bf_tree **out,
   if (rc != BF_OK) goto fail;
   rc = bf_io_file_size(t->io, &size);
   if (rc != BF_OK) goto fail;
+  t->wal_path = bf_mprintf("%s-wal", path);
+  if (!t->wal_path) {
+    rc = BF_NOMEM;
+    goto fail;
+  }
   if (size == 0) {
+    /* A new file: a log left beside it belongs to a file that is gone. */
+    unlink(t->wal_path);
     rc = tree_setup(t, opts_in->page_size, &errmsg);
     if (rc == BF_OK) rc = tree_create(t);
+    if (rc == BF_OK && t->opts.wal) rc = tree_recover(t, 0, false, &errmsg);
   } else {
     uint32_t ps = 0;
+    uint64_t ckpt_lsn = 0;
     rc = bf_ckpt_probe(t->io, &ps, &errmsg);
     if (rc == BF_OK) rc = tree_setup(t, ps, &errmsg);
-    if (rc == BF_OK) rc = tree_load(t, &errmsg);
+    if (rc == BF_OK) rc = tree_load(t, &ckpt_lsn, &errmsg);
+    /* Replay a log even when this open asks for none: it may hold
+    ** committed writes. */
+    bool existed = access(t->wal_path, F_OK) == 0;
+    if (rc == BF_OK && (t->opts.wal || existed))
+      rc = tree_recover(t, ckpt_lsn, existed, &errmsg);
+    if (rc == BF_OK && !t->opts.wal && t->wal) {
+      bf_wal_close(t->wal);
+      t->wal = NULL;
+      unlink(t->wal_path);
+    }
   }
   if (rc != BF_OK) goto fail;
   *out = t;
@@ -1389,6 +1585,11 @@ int bf_close(bf_tree *t) {
   pthread_rwlock_wrlock(&t->checkpoint_gate);
   int rc = checkpoint_locked(t, true);
   pthread_rwlock_unlock(&t->checkpoint_gate);
+  /* Everything is in the data file: the log is no longer needed. */
+  bool drop_log = rc == BF_OK && t->wal;
+  if (t->wal) bf_wal_close(t->wal);
+  t->wal = NULL;
+  if (drop_log) unlink(t->wal_path);
   tree_free(t);
   return rc;
 }
@@ -1434,7 +1635,10 @@ void bf_stats_get(bf_tree *t, bf_stats *s) {
   LOAD(phantoms);
   LOAD(page_promotions);
   LOAD(mini_grows);
+  LOAD(commits);
+  LOAD(checkpoints);
 #undef LOAD
+  s->wal_bytes = t->wal ? bf_wal_size(t->wal) : 0;
   s->inner_splits = 0;
   s->io_mode = (uint64_t)bf_io_mode(t->io);
   s->direct_io = bf_io_direct(t->io);

@@ -322,6 +322,10 @@ typedef struct bf_stats {
   uint64_t phantoms;               /* phantom records cached after a miss */
   uint64_t page_promotions;        /* leaves promoted to full-page minis */
   uint64_t mini_grows;             /* mini-pages moved to a larger class */
+  uint64_t commits;                /* transactions and autocommit writes
+                                   ** logged */
+  uint64_t checkpoints;            /* checkpoints written */
+  uint64_t wal_bytes;              /* bytes in the log since its last reset */
   uint64_t io_mode;                /* enum bf_io_mode in use (never AUTO) */
   uint64_t direct_io;              /* 1 when O_DIRECT is in use */
 } bf_stats;

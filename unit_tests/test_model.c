@@ -199,6 +199,7 @@ static void run_model(const struct run_config *cfg) {
   o.read_promote_percent = 20;
   o.scan_promote_percent = 30;
   o.seed = seed | 1;
+  o.synchronous = BF_SYNC_NORMAL; /* logged, without an fsync per write */
   bf_tree *t = NULL;
   char *err = NULL;
   int rc = bf_open(path, &o, &t, &err);

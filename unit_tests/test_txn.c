@@ -1,0 +1,412 @@
+/*
+** test_txn.c: transactions, the log, and recovery.
+**
+** - Transactions: isolation of uncommitted writes, own-write visibility in
+**   gets and cursors, savepoints, commit, abort (before and after prepare).
+** - Recovery: autocommit writes and transactions survive bf_abandon (a
+**   crash: nothing flushed, no checkpoint); replay_limit; a torn log tail;
+**   a corrupt record in the middle (recovery stops there, says so, keeps
+**   the damaged log).
+** - Crash points: a child process commits numbered transactions and
+**   reports each after commit returns; the fault simulator kills it at its
+**   Nth data-file or log write (optionally tearing that write), which lands
+**   inside merges, splits and checkpoints; the parent recovers and checks
+**   that every reported transaction is there entirely and none partly.
+*/
+#include "test_util.h"
+
+#include "bftree.h"
+#include "bf_int.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static char *dir;
+static char path[600], wal_path[620];
+
+static int setup(void **state) {
+  (void)state;
+  dir = test_tmpdir();
+  snprintf(path, sizeof path, "%s/t.bf", dir);
+  snprintf(wal_path, sizeof wal_path, "%s-wal", path);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  test_rmdir(dir);
+  dir = NULL;
+  return 0;
+}
+
+static bf_tree *open_tree(bf_options *o) {
+  bf_tree *t = NULL;
+  char *err = NULL;
+  int rc = bf_open(path, o, &t, &err);
+  if (rc != BF_OK) fail_msg("bf_open: %s: %s", bf_strerror(rc), err ? err : "");
+  free(err);
+  return t;
+}
+
+static void small_options(bf_options *o) {
+  bf_options_init(o);
+  o->buffer_size = 128 << 10;
+  o->page_size = 1024;
+}
+
+static void check_value(bf_tree *t, const char *k, const char *v) {
+  char buf[256];
+  size_t len = 0;
+  int rc = bf_get(t, k, strlen(k), buf, sizeof buf, &len);
+  if (!v) {
+    if (rc != BF_NOTFOUND) fail_msg("%s: expected absent, got %s", k, bf_strerror(rc));
+    return;
+  }
+  if (rc != BF_OK) fail_msg("%s: %s", k, bf_strerror(rc));
+  assert_int_equal(len, strlen(v));
+  assert_memory_equal(buf, v, len);
+}
+
+static void test_isolation_and_savepoints(void **state) {
+  (void)state;
+  bf_options o;
+  small_options(&o);
+  bf_tree *t = open_tree(&o);
+  assert_int_equal(bf_put(t, "a", 1, "1", 1), BF_OK);
+  assert_int_equal(bf_put(t, "c", 1, "3", 1), BF_OK);
+  bf_txn *x;
+  assert_int_equal(bf_txn_begin(t, &x), BF_OK);
+  assert_int_equal(bf_txn_put(x, "b", 1, "2", 1), BF_OK);
+  assert_int_equal(bf_txn_delete(x, "a", 1), BF_OK);
+  /* others see nothing */
+  check_value(t, "b", NULL);
+  check_value(t, "a", "1");
+  /* the transaction sees its writes */
+  char buf[8];
+  size_t len;
+  assert_int_equal(bf_txn_get(x, "b", 1, buf, sizeof buf, &len), BF_OK);
+  assert_int_equal(bf_txn_get(x, "a", 1, buf, sizeof buf, &len), BF_NOTFOUND);
+  assert_int_equal(bf_txn_get(x, "c", 1, buf, sizeof buf, &len), BF_OK);
+  /* a cursor of the transaction: b, c; a plain cursor: a, c */
+  bf_cursor *cx, *cp;
+  assert_int_equal(bf_cursor_open_txn(t, x, &cx), BF_OK);
+  assert_int_equal(bf_cursor_open(t, &cp), BF_OK);
+  const char *want_x[] = {"b", "c"}, *want_p[] = {"a", "c"};
+  int n = 0;
+  for (int rc = bf_cursor_seek(cx, NULL, NULL, false); rc == BF_OK; rc = bf_cursor_next(cx)) {
+    const void *k;
+    size_t kl;
+    bf_cursor_key(cx, &k, &kl);
+    assert_true(n < 2);
+    assert_memory_equal(k, want_x[n], 1);
+    n++;
+  }
+  assert_int_equal(n, 2);
+  n = 0;
+  for (int rc = bf_cursor_seek(cp, NULL, NULL, true); rc == BF_OK; rc = bf_cursor_next(cp)) {
+    const void *k;
+    size_t kl;
+    bf_cursor_key(cp, &k, &kl);
+    assert_memory_equal(k, want_p[1 - n], 1);
+    n++;
+  }
+  assert_int_equal(n, 2);
+  /* savepoints three deep */
+  uint32_t s1 = bf_txn_savepoint(x);
+  assert_int_equal(bf_txn_put(x, "d", 1, "4", 1), BF_OK);
+  uint32_t s2 = bf_txn_savepoint(x);
+  assert_int_equal(bf_txn_put(x, "e", 1, "5", 1), BF_OK);
+  uint32_t s3 = bf_txn_savepoint(x);
+  assert_int_equal(bf_txn_delete(x, "d", 1), BF_OK);
+  assert_int_equal(bf_txn_rollback_to(x, s3), BF_OK);
+  assert_int_equal(bf_txn_get(x, "d", 1, buf, sizeof buf, &len), BF_OK);
+  assert_int_equal(bf_txn_rollback_to(x, s2), BF_OK);
+  assert_int_equal(bf_txn_get(x, "e", 1, buf, sizeof buf, &len), BF_NOTFOUND);
+  bf_txn_release(x, s2);
+  assert_int_equal(bf_txn_rollback_to(x, s1), BF_OK);
+  assert_int_equal(bf_txn_get(x, "d", 1, buf, sizeof buf, &len), BF_NOTFOUND);
+  assert_int_equal(bf_txn_commit(x), BF_OK);
+  check_value(t, "a", NULL);
+  check_value(t, "b", "2");
+  check_value(t, "d", NULL);
+  /* abort before prepare */
+  assert_int_equal(bf_txn_begin(t, &x), BF_OK);
+  assert_int_equal(bf_txn_put(x, "z", 1, "26", 2), BF_OK);
+  assert_int_equal(bf_txn_abort(x), BF_OK);
+  check_value(t, "z", NULL);
+  bf_cursor_close(cx);
+  bf_cursor_close(cp);
+  assert_int_equal(bf_close(t), BF_OK);
+  /* a clean close removes the log */
+  assert_int_equal(access(wal_path, F_OK), -1);
+}
+
+/* Writes made and committed survive a crash (bf_abandon); recovery replays
+** exactly up to replay_limit; abort after prepare leaves no trace. */
+static void test_recovery(void **state) {
+  (void)state;
+  bf_options o;
+  small_options(&o);
+  bf_tree *t = open_tree(&o);
+  char k[32], v[64];
+  const int n = (int)test_scale(3000);
+  for (int i = 0; i < n; i++) {
+    snprintf(k, sizeof k, "auto%06d", i);
+    snprintf(v, sizeof v, "value-%d", i);
+    assert_int_equal(bf_put(t, k, strlen(k), v, strlen(v)), BF_OK);
+  }
+  for (uint64_t id = 1; id <= 10; id++) {
+    bf_txn *x;
+    assert_int_equal(bf_txn_begin(t, &x), BF_OK);
+    for (int j = 0; j < 50; j++) {
+      snprintf(k, sizeof k, "txn%02d-%03d", (int)id, j);
+      assert_int_equal(bf_txn_put(x, k, strlen(k), "x", 1), BF_OK);
+    }
+    assert_int_equal(bf_txn_prepare(x, id), BF_OK);
+    assert_int_equal(bf_txn_commit(x), BF_OK);
+  }
+  /* prepared then aborted: must never come back */
+  bf_txn *x;
+  assert_int_equal(bf_txn_begin(t, &x), BF_OK);
+  assert_int_equal(bf_txn_put(x, "ghost", 5, "boo", 3), BF_OK);
+  assert_int_equal(bf_txn_prepare(x, 11), BF_OK);
+  assert_int_equal(bf_txn_abort(x), BF_OK);
+  check_value(t, "ghost", NULL);
+  for (uint64_t id = 12; id <= 14; id++) {
+    assert_int_equal(bf_txn_begin(t, &x), BF_OK);
+    snprintf(k, sizeof k, "late%02d", (int)id);
+    assert_int_equal(bf_txn_put(x, k, strlen(k), "y", 1), BF_OK);
+    assert_int_equal(bf_txn_prepare(x, id), BF_OK);
+    assert_int_equal(bf_txn_commit(x), BF_OK);
+  }
+  assert_int_equal(bf_last_commit_id(t), 14);
+  bf_abandon(t); /* crash */
+
+  o.replay_limit = 12; /* the "database" committed up to 12 */
+  t = open_tree(&o);
+  bf_recovery r;
+  bf_recovery_info(t, &r);
+  printf("[ RECOVERY ] %llu transactions, %llu operations, %llu skipped in %.3f s: %s\n",
+         (unsigned long long)r.transactions, (unsigned long long)r.operations,
+         (unsigned long long)r.skipped, r.seconds, r.message);
+  assert_true(r.transactions > 0);
+  assert_int_equal(r.skipped, 2);
+  assert_int_equal(r.stop, 0);
+  for (int i = 0; i < n; i += 7) {
+    snprintf(k, sizeof k, "auto%06d", i);
+    snprintf(v, sizeof v, "value-%d", i);
+    check_value(t, k, v);
+  }
+  for (int id = 1; id <= 10; id++) {
+    snprintf(k, sizeof k, "txn%02d-049", id);
+    check_value(t, k, "x");
+  }
+  check_value(t, "ghost", NULL);
+  check_value(t, "late12", "y");
+  check_value(t, "late13", NULL);
+  check_value(t, "late14", NULL);
+  assert_int_equal(bf_last_commit_id(t), 12);
+  char *err = NULL;
+  assert_int_equal(bf_check(t, &err), BF_OK);
+  /* recovery checkpointed: a second crash loses nothing either */
+  bf_abandon(t);
+  o.replay_limit = UINT64_MAX;
+  t = open_tree(&o);
+  check_value(t, "late12", "y");
+  check_value(t, "late13", NULL); /* discarded for good */
+  assert_int_equal(bf_close(t), BF_OK);
+}
+
+static off_t file_size(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0 ? st.st_size : -1;
+}
+
+/* A torn last record: the transactions before it are recovered. */
+static void test_torn_tail(void **state) {
+  (void)state;
+  bf_options o;
+  small_options(&o);
+  bf_tree *t = open_tree(&o);
+  for (int i = 0; i < 20; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%02d", i);
+    assert_int_equal(bf_put(t, k, strlen(k), "value", 5), BF_OK);
+  }
+  bf_abandon(t);
+  off_t size = file_size(wal_path);
+  assert_true(size > 4096);
+  assert_int_equal(truncate(wal_path, size - 3), 0);
+  t = open_tree(&o);
+  bf_recovery r;
+  bf_recovery_info(t, &r);
+  assert_int_equal(r.stop, 1); /* torn */
+  assert_int_equal(r.transactions, 19);
+  check_value(t, "k18", "value");
+  check_value(t, "k19", NULL);
+  assert_int_equal(bf_close(t), BF_OK);
+}
+
+/* A damaged record in the middle: replay stops there and says so, and the
+** damaged log is kept beside the file. */
+static void test_corrupt_middle(void **state) {
+  (void)state;
+  bf_options o;
+  small_options(&o);
+  bf_tree *t = open_tree(&o);
+  for (int i = 0; i < 20; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%02d", i);
+    assert_int_equal(bf_put(t, k, strlen(k), "value", 5), BF_OK);
+  }
+  bf_abandon(t);
+  off_t size = file_size(wal_path);
+  int fd = open(wal_path, O_RDWR);
+  off_t at = 4096 + (size - 4096) / 2;
+  uint8_t b;
+  assert_int_equal(pread(fd, &b, 1, at), 1);
+  b ^= 0x55;
+  assert_int_equal(pwrite(fd, &b, 1, at), 1);
+  close(fd);
+  t = open_tree(&o);
+  bf_recovery r;
+  bf_recovery_info(t, &r);
+  printf("[ RECOVERY ] stop %d: %s\n", r.stop, r.message);
+  assert_int_equal(r.stop, 2);
+  assert_true(r.transactions >= 5 && r.transactions < 20);
+  assert_non_null(strstr(r.message, "corrupt"));
+  char kept[700];
+  snprintf(kept, sizeof kept, "%s.corrupt-", wal_path);
+  assert_non_null(strstr(r.message, kept));
+  check_value(t, "k00", "value");
+  check_value(t, "k19", NULL);
+  assert_int_equal(bf_close(t), BF_OK);
+}
+
+/* The child of a crash run: commit transactions until killed. Each
+** transaction i writes "t<i>-<j>" for j < width and sets "last" = i. */
+static void crash_child(int report_fd, uint64_t first, int width, bool torn) {
+  bf_options o;
+  small_options(&o);
+  o.wal_size_limit = 64 << 10; /* frequent checkpoints */
+  o.buffer_size = 72 << 10;
+  bf_tree *t = NULL;
+  char *err = NULL;
+  if (bf_open(path, &o, &t, &err) != BF_OK) _exit(3);
+  (void)torn;
+  for (uint64_t i = first;; i++) {
+    bf_txn *x;
+    char k[32], v[96];
+    if (bf_txn_begin(t, &x) != BF_OK) _exit(4);
+    for (int j = 0; j < width; j++) {
+      snprintf(k, sizeof k, "t%08llu-%02d", (unsigned long long)i, j);
+      snprintf(v, sizeof v, "%0*llu", 20 + (int)(i % 50), (unsigned long long)i);
+      if (bf_txn_put(x, k, strlen(k), v, strlen(v)) != BF_OK) _exit(5);
+    }
+    snprintf(v, sizeof v, "%llu", (unsigned long long)i);
+    if (bf_txn_put(x, "last", 4, v, strlen(v)) != BF_OK) _exit(6);
+    if (bf_txn_prepare(x, i) != BF_OK) _exit(7);
+    if (bf_txn_commit(x) != BF_OK) _exit(8);
+    if (write(report_fd, &i, sizeof i) != sizeof i) _exit(9);
+  }
+}
+
+static void test_crash_points(void **state) {
+  (void)state;
+  uint64_t seed = test_seed("crash points");
+  uint64_t rs = seed;
+  const int rounds = (int)test_scale(40);
+  uint64_t next_id = 1;
+  int crashes = 0;
+  for (int round = 0; round < rounds; round++) {
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    long nth = 1 + (long)(test_rand(&rs) % 400);
+    bool torn = test_rand(&rs) % 2;
+    int width = 1 + (int)(test_rand(&rs) % 12);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      close(fds[0]);
+      if (torn) setenv("BF_CRASH_TORN", "1", 1);
+      bf_faultsim_set(BF_FAULT_CRASH, nth, false);
+      crash_child(fds[1], next_id, width, torn);
+      _exit(0);
+    }
+    close(fds[1]);
+    uint64_t id, last_reported = 0;
+    while (read(fds[0], &id, sizeof id) == sizeof id) last_reported = id;
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != BF_CRASH_EXIT)
+      fail_msg("child ended with status %d (round %d, nth %ld)", status, round, nth);
+    crashes++;
+
+    /* Recover and check: every reported transaction entirely; "last" names
+    ** the newest transaction present, and every older one is entire. */
+    bf_options o;
+    small_options(&o);
+    o.buffer_size = 72 << 10;
+    bf_tree *t = open_tree(&o);
+    char buf[128];
+    size_t len = 0;
+    uint64_t last = 0;
+    int rc = bf_get(t, "last", 4, buf, sizeof buf, &len);
+    if (rc == BF_OK) {
+      buf[len] = 0;
+      last = strtoull(buf, NULL, 10);
+    } else {
+      assert_int_equal(rc, BF_NOTFOUND);
+    }
+    if (last < last_reported)
+      fail_msg("round %d: transaction %llu was reported committed but the "
+               "newest recovered is %llu",
+               round, (unsigned long long)last_reported, (unsigned long long)last);
+    /* the newest recovered transaction and the one after it */
+    for (uint64_t i = (last > 3 ? last - 3 : 1); i <= last + 1; i++) {
+      bf_cursor *c;
+      char lo[32];
+      snprintf(lo, sizeof lo, "t%08llu-", (unsigned long long)i);
+      bf_bound lower = {lo, strlen(lo), true};
+      char hi[32];
+      snprintf(hi, sizeof hi, "t%08llu.", (unsigned long long)i);
+      bf_bound upper = {hi, strlen(hi), false};
+      assert_int_equal(bf_cursor_open(t, &c), BF_OK);
+      int count = 0;
+      for (rc = bf_cursor_seek(c, &lower, &upper, false); rc == BF_OK; rc = bf_cursor_next(c))
+        count++;
+      assert_int_equal(rc, BF_DONE);
+      bf_cursor_close(c);
+      if (i <= last && i >= next_id) {
+        /* written in this round with this width */
+        if (count != width)
+          fail_msg("round %d: transaction %llu has %d of %d keys", round,
+                   (unsigned long long)i, count, width);
+      } else if (i > last) {
+        if (count != 0)
+          fail_msg("round %d: uncommitted transaction %llu is partly there (%d keys)",
+                   round, (unsigned long long)i, count);
+      }
+    }
+    char *err = NULL;
+    rc = bf_check(t, &err);
+    if (rc != BF_OK) fail_msg("round %d: bf_check: %s", round, err);
+    assert_int_equal(bf_close(t), BF_OK);
+    next_id = last + 1;
+  }
+  printf("[ CRASHES  ] %d crash points recovered, %llu transactions in the end\n",
+         crashes, (unsigned long long)(next_id - 1));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_isolation_and_savepoints, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
