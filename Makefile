@@ -148,3 +148,6 @@ clean:
 
 # Rules owned by the extension (sql tests, differential test, demo).
 -include ext/ext.mk
+
+# Rules owned by the benchmarks (peers, YCSB driver, plots).
+-include bench/bench.mk
