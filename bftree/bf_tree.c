@@ -1540,7 +1540,13 @@ int bf_open(const char *path, const bf_options *opts_in, bf_tree **out,
     /* A new file: a log left beside it belongs to a file that is gone. */
     unlink(t->wal_path);
     rc = tree_setup(t, opts_in->page_size, &errmsg);
-    if (rc == BF_OK) rc = tree_create(t);
+    if (rc == BF_OK) {
+      rc = tree_create(t);
+      /* Leave no half-made file behind: empty, it is created afresh next
+      ** time; with partial contents but no superblock it would be refused
+      ** as a foreign file. */
+      if (rc != BF_OK) bf_io_truncate(t->io, 0);
+    }
     if (rc == BF_OK && t->opts.wal) rc = tree_recover(t, 0, false, &errmsg);
   } else {
     uint32_t ps = 0;
