@@ -21,9 +21,6 @@ BASE_CFLAGS = $(CSTD) $(WARN) -fPIC -pthread -Ibftree
 LIBS = -luring -lpthread -lm
 SQLITE_LIBS = -lsqlite3
 
-PREFIX ?= /usr/local
-LIBDIR ?= $(PREFIX)/lib
-
 ENGINE_SRC = $(sort $(wildcard bftree/*.c))
 EXT_SRC = $(sort $(wildcard ext/*.c))
 UNIT_SRC = $(sort $(wildcard unit_tests/test_*.c))
@@ -48,7 +45,7 @@ LDFLAGS_ALL = $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
 ENGINE_OBJ = $(patsubst bftree/%.c,$(B)/bftree/%.o,$(ENGINE_SRC))
 EXT_OBJ = $(patsubst ext/%.c,$(B)/ext/%.o,$(EXT_SRC))
 
-.PHONY: all deps lib test unit sqltest asan ubsan tsan demo bench install clean
+.PHONY: all deps lib test unit unit-build asan ubsan tsan demo bench install clean
 .DEFAULT_GOAL := all
 
 all: deps
@@ -89,6 +86,7 @@ UNIT_DEPS_test_inner = bf_util bf_inner
 UNIT_DEPS_test_io = bf_util bf_io
 UNIT_DEPS_test_wset = bf_util bf_wset
 UNIT_DEPS_test_wal = bf_util bf_wal
+UNIT_DEPS_test_keyenc = bf_util
 
 define unit_rule
 $(B)/unit_tests/$(1): unit_tests/$(1).c unit_tests/test_util.h bftree/bftree.h bftree/bf_int.h \
@@ -138,10 +136,9 @@ build/rel/bench/engine_bench: bench/engine_bench.c build/rel/libbftree.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT) -o $@ $< build/rel/libbftree.a $(LIBS)
 
-install: all
-	install -d $(DESTDIR)$(LIBDIR)
-	install -m 0755 bftree.so $(DESTDIR)$(LIBDIR)/bftree.so
-	-ldconfig
+# dlopen("bftree.so") does not search /usr/local/lib: see install-ext in
+# ext/ext.mk (the multiarch library directory).
+install: install-ext
 
 clean:
 	rm -rf build bftree.so

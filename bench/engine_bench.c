@@ -17,6 +17,8 @@
 ** Usage: engine_bench [--keys N] [--value B] [--buffer MiB] [--ops N]
 **                     [--threads T] [--theta X | --uniform] [--dir D]
 **                     [--io auto|uring|psync] [--direct auto|on|off]
+**                     [--sync off|normal|full]   (default normal: the log
+**                     is written at every commit, fsynced at checkpoints)
 */
 #include "bftree.h"
 
@@ -37,6 +39,7 @@ static int opt_threads = 1;
 static double opt_theta = 0.9;
 static const char *opt_dir = "/tmp";
 static int opt_io = BF_IO_AUTO, opt_direct = BF_DIRECT_AUTO;
+static int opt_sync = BF_SYNC_NORMAL; /* log on, no fsync per operation */
 
 static double now(void) {
   struct timespec ts;
@@ -215,6 +218,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--threads") && v) opt_threads = atoi(v), i++;
     else if (!strcmp(a, "--theta") && v) opt_theta = atof(v), i++;
     else if (!strcmp(a, "--uniform")) opt_theta = 0;
+    else if (!strcmp(a, "--sync") && v) {
+      opt_sync = !strcmp(v, "full") ? BF_SYNC_FULL : !strcmp(v, "off") ? BF_SYNC_OFF : BF_SYNC_NORMAL;
+      i++;
+    }
     else if (!strcmp(a, "--dir") && v) opt_dir = v, i++;
     else if (!strcmp(a, "--io") && v) {
       opt_io = !strcmp(v, "uring") ? BF_IO_URING : !strcmp(v, "psync") ? BF_IO_PSYNC : BF_IO_AUTO;
@@ -225,7 +232,7 @@ int main(int argc, char **argv) {
     } else {
       fprintf(stderr, "usage: %s [--keys N] [--value B] [--buffer MiB] [--ops N] "
                       "[--threads T] [--theta X | --uniform] [--dir D] "
-                      "[--io auto|uring|psync] [--direct auto|on|off]\n", argv[0]);
+                      "[--io auto|uring|psync] [--direct auto|on|off] [--sync off|normal|full]\n", argv[0]);
       return 2;
     }
   }
@@ -246,6 +253,7 @@ int main(int argc, char **argv) {
   o.buffer_size = buffer;
   o.io_mode = opt_io;
   o.direct_io = opt_direct;
+  o.synchronous = opt_sync;
   char *err = NULL;
   int rc = bf_open(path, &o, &tree, &err);
   if (rc != BF_OK) {

@@ -52,8 +52,9 @@
 ** row statements, a full rollback in autocommit mode), so a statement that
 ** fails with ABORT leaves no trace, and ROLLBACK / ROLLBACK TO work.  There is
 ** no isolation between connections: changes are visible to other connections
-** at once, and durable only when the tree is closed (last connection using it
-** closed) until the write-ahead log exists.
+** at once.  Each row change is one engine write, logged by the engine's
+** write-ahead log per the synchronous option; a crash keeps the changes of
+** an unfinished SQL transaction (engine transactions: a later issue).
 **
 ** Invariants:
 **   1. xUpdate checks every constraint (NOT NULL, size limits, uniqueness)
@@ -602,6 +603,10 @@ static int vt_init(sqlite3 *db, void *pAux, int argc, const char *const *argv,
   bf_options_init(&e->opts);
   e->opts.buffer_size = schema->buffer_size;
   e->opts.page_size = schema->page_size;
+  e->opts.synchronous = schema->synchronous == BFX_SYNC_OFF    ? BF_SYNC_OFF
+                        : schema->synchronous == BFX_SYNC_FULL ? BF_SYNC_FULL
+                                                               : BF_SYNC_NORMAL;
+  e->opts.wal = !is_temp; /* an anonymous file needs no log */
 
   if (create || e->temporary) {
     /* Eager open: CREATE reports a bad file, a busy file or bad options
@@ -714,10 +719,14 @@ static int bfxDestroy(sqlite3_vtab *tab) {
       free(em);
       return bfx_sqlite_rc(st);
     }
-  } else if (e->path && unlink(e->path) != 0 && errno != ENOENT) {
-    vt_error(vt, "bftree: cannot remove data file %s: %s", e->path,
-             strerror(errno));
-    return SQLITE_IOERR;
+  } else if (e->path) {
+    char *em = NULL;
+    int st = bfx_files_remove(e->path, &em);
+    if (st != BF_OK) {
+      vt_error(vt, "bftree: %s", em ? em : bf_strerror(st));
+      free(em);
+      return bfx_sqlite_rc(st);
+    }
   }
   entry_remove(vt->conn, e);
   vt_free(vt);
@@ -741,17 +750,10 @@ static int bfxRename(sqlite3_vtab *tab, const char *zNew) {
     if (strcmp(np, e->path) != 0) {
       int st = BF_OK;
       char *em = NULL;
-      if (e->shared) {
+      if (e->shared)
         st = bfx_shared_rename(e->shared, np, &em);
-      } else if (access(np, F_OK) == 0) {
-        st = BF_INVALID;
-        vt_error(vt, "bftree: cannot rename data file %s to %s: the target "
-                 "exists", e->path, np);
-      } else if (rename(e->path, np) != 0 && errno != ENOENT) {
-        st = BF_IOERR;
-        vt_error(vt, "bftree: cannot rename data file %s to %s: %s", e->path,
-                 np, strerror(errno));
-      }
+      else if (access(e->path, F_OK) == 0)
+        st = bfx_files_rename(e->path, np, &em);
       if (st != BF_OK) {
         if (em) vt_error(vt, "bftree: %s", em);
         free(em);

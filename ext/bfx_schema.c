@@ -14,8 +14,8 @@
 **   buffer_size  bytes, units B K KB KiB M MB MiB G GB   32MiB
 **                GiB (all binary: K = KiB = 1024)
 **   page_size    power of two, 512 .. 32768              4096
-**   synchronous  off | normal | full (accepted; not yet  normal
-**                honoured: no write-ahead log yet)
+**   synchronous  off | normal | full: syncing of the      normal
+**                engine's log (bf_options.synchronous)
 **
 ** COLUMNS.  The definitions are handed to SQLite itself (CREATE TABLE in a
 ** private in-memory database) so that names, types and constraints are

@@ -15,10 +15,13 @@
 **      unlisted and its tree closed while the mutex is held, so a concurrent
 **      open of the same file waits instead of seeing BF_BUSY from the flock
 **      of the tree being closed.
-**   3. A temporary tree's file is unlinked right after bf_open(); its data
-**      lives only as long as the tree (bf_abandon at the end: nothing to
-**      keep).  A dropped tree's file is unlinked too; its inode may be reused
-**      by a new file, which is why invariant 1 excludes it from lookups.
+**   3. A temporary tree's file is unlinked right after bf_open() (opened
+**      without a log); its data lives only as long as the tree (bf_abandon
+**      at the end: nothing to keep).  A dropped tree's file and its log are
+**      unlinked too; the inode may be reused by a new file, which is why
+**      invariant 1 excludes it from lookups.
+**   4. The engine keeps its write-ahead log beside the data file, at the
+**      data file's path + "-wal": drop and rename treat the two together.
 **
 ** States of an entry:
 **   LISTED (refs > 0) -> DROPPED [bfx_shared_drop] -> closed [release]
@@ -176,39 +179,69 @@ int bfx_shared_release(bfx_shared *s) {
   return rc;
 }
 
+int bfx_files_remove(const char *path, char **errmsg) {
+  char *wal = msg_printf("%s" BFX_WAL_SUFFIX, path);
+  int rc = BF_OK;
+  *errmsg = NULL;
+  if (!wal) return BF_NOMEM;
+  if (unlink(path) != 0 && errno != ENOENT) {
+    *errmsg = msg_printf("cannot remove data file %s: %s", path, strerror(errno));
+    rc = BF_IOERR;
+  } else if (unlink(wal) != 0 && errno != ENOENT) {
+    *errmsg = msg_printf("cannot remove log file %s: %s", wal, strerror(errno));
+    rc = BF_IOERR;
+  }
+  free(wal);
+  return rc;
+}
+
+int bfx_files_rename(const char *from, const char *to, char **errmsg) {
+  struct stat st;
+  int rc = BF_OK;
+  *errmsg = NULL;
+  char *wfrom = msg_printf("%s" BFX_WAL_SUFFIX, from);
+  char *wto = msg_printf("%s" BFX_WAL_SUFFIX, to);
+  if (!wfrom || !wto) {
+    rc = BF_NOMEM;
+  } else if (stat(to, &st) == 0 || stat(wto, &st) == 0) {
+    *errmsg = msg_printf("cannot rename data file %s to %s: the target (or "
+                         "its log %s) exists", from, to, wto);
+    rc = BF_INVALID;
+  } else if (rename(from, to) != 0) {
+    *errmsg = msg_printf("cannot rename data file %s to %s: %s", from, to,
+                         strerror(errno));
+    rc = BF_IOERR;
+  } else if (rename(wfrom, wto) != 0 && errno != ENOENT) {
+    *errmsg = msg_printf("cannot rename log file %s to %s: %s", wfrom, wto,
+                         strerror(errno));
+    if (rename(to, from) != 0) { /* keep the pair together */ }
+    rc = BF_IOERR;
+  }
+  free(wfrom);
+  free(wto);
+  return rc;
+}
+
 int bfx_shared_drop(bfx_shared *s, char **errmsg) {
   int rc = BF_OK;
   *errmsg = NULL;
   pthread_mutex_lock(&registry_mutex);
   if (!s->temporary && !s->dropped) {
-    if (unlink(s->path) != 0 && errno != ENOENT) {
-      *errmsg = msg_printf("cannot remove data file %s: %s", s->path,
-                           strerror(errno));
-      rc = BF_IOERR;
-    } else {
-      s->dropped = true;
-    }
+    rc = bfx_files_remove(s->path, errmsg);
+    if (rc == BF_OK) s->dropped = true;
   }
   pthread_mutex_unlock(&registry_mutex);
   return rc;
 }
 
 int bfx_shared_rename(bfx_shared *s, const char *newpath, char **errmsg) {
-  struct stat st;
-  int rc = BF_OK;
+  int rc;
   *errmsg = NULL;
   char *copy = strdup(newpath);
   if (!copy) return BF_NOMEM;
   pthread_mutex_lock(&registry_mutex);
-  if (stat(newpath, &st) == 0) {
-    *errmsg = msg_printf("cannot rename data file %s to %s: the target exists",
-                         s->path, newpath);
-    rc = BF_INVALID;
-  } else if (rename(s->path, newpath) != 0) {
-    *errmsg = msg_printf("cannot rename data file %s to %s: %s", s->path,
-                         newpath, strerror(errno));
-    rc = BF_IOERR;
-  } else {
+  rc = bfx_files_rename(s->path, newpath, errmsg);
+  if (rc == BF_OK) {
     free(s->path);
     s->path = copy;
     copy = NULL;
