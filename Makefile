@@ -6,7 +6,8 @@
 #   make ubsan      the test suite under UndefinedBehaviorSanitizer alone
 #   make tsan       the concurrency tests under ThreadSanitizer
 #   make demo       the main job: build, then a demo in the sqlite3 shell
-#   make bench      engine micro-benchmarks
+#   make bench      benchmarks against other engines (bench/bench.mk)
+#   make bench-engine  the engine alone (BENCH_ARGS="--keys N ...")
 #   make install    install bftree.so where the dynamic loader finds it
 #   make clean
 #
@@ -45,7 +46,7 @@ LDFLAGS_ALL = $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
 ENGINE_OBJ = $(patsubst bftree/%.c,$(B)/bftree/%.o,$(ENGINE_SRC))
 EXT_OBJ = $(patsubst ext/%.c,$(B)/ext/%.o,$(EXT_SRC))
 
-.PHONY: all deps lib test unit unit-build asan ubsan tsan demo bench install clean
+.PHONY: all deps lib test unit unit-build asan ubsan tsan demo bench-engine install clean
 .DEFAULT_GOAL := all
 
 all: deps
@@ -128,7 +129,9 @@ tsan: deps
 demo: all
 	@scripts/demo.sh
 
-bench: deps
+# The engine alone (no SQLite): bench/engine_bench.c.  The comparison with
+# other engines (make bench, make bench-quick) lives in bench/bench.mk.
+bench-engine: deps
 	@$(MAKE) --no-print-directory VARIANT=rel lib build/rel/bench/engine_bench
 	build/rel/bench/engine_bench $(BENCH_ARGS)
 

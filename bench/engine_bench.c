@@ -40,6 +40,7 @@ static double opt_theta = 0.9;
 static const char *opt_dir = "/tmp";
 static int opt_io = BF_IO_AUTO, opt_direct = BF_DIRECT_AUTO;
 static int opt_sync = BF_SYNC_NORMAL; /* log on, no fsync per operation */
+static int opt_promote = -1;          /* read_promote_percent; -1: default */
 
 static double now(void) {
   struct timespec ts;
@@ -218,6 +219,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--threads") && v) opt_threads = atoi(v), i++;
     else if (!strcmp(a, "--theta") && v) opt_theta = atof(v), i++;
     else if (!strcmp(a, "--uniform")) opt_theta = 0;
+    else if (!strcmp(a, "--promote") && v) opt_promote = atoi(v), i++;
     else if (!strcmp(a, "--sync") && v) {
       opt_sync = !strcmp(v, "full") ? BF_SYNC_FULL : !strcmp(v, "off") ? BF_SYNC_OFF : BF_SYNC_NORMAL;
       i++;
@@ -254,6 +256,7 @@ int main(int argc, char **argv) {
   o.io_mode = opt_io;
   o.direct_io = opt_direct;
   o.synchronous = opt_sync;
+  if (opt_promote >= 0) o.read_promote_percent = (uint32_t)opt_promote;
   char *err = NULL;
   int rc = bf_open(path, &o, &tree, &err);
   if (rc != BF_OK) {

@@ -400,7 +400,7 @@ static int load_leaf(bf_cursor *c, const uint8_t *key, uint32_t key_len,
   if (rc == BF_OK) rc = collect(c, &leaf, mini);
   if (rc == BF_OK && c->txn) rc = overlay_txn(c, &leaf);
   if (rc == BF_OK) rc = set_next(c, &leaf);
-  if (rc == BF_OK && bf_random_percent(t->opts.scan_promote_percent) &&
+  if (rc == BF_OK && bf_tree_should_promote(t, t->opts.scan_promote_percent) &&
       bf_try_upgrade(&e->latch)) {
     if (bf_tree_promote_page(t, leaf_id, e, c->page) == BF_RETRY)
       need_evict = true;

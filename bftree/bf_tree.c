@@ -1014,7 +1014,7 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
   }
   bool promoted_latch = false;
   if ((rc == BF_OK || rc == BF_NOTFOUND) &&
-      bf_random_percent(t->opts.read_promote_percent) &&
+      bf_tree_should_promote(t, t->opts.read_promote_percent) &&
       bf_try_upgrade(&e->latch)) {
     promoted_latch = true;
     if (mini_promote(t, leaf_id, e, key, (uint32_t)klen, r.value, r.value_len,
@@ -1028,6 +1028,14 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
   bf_free_aligned(page);
   if (need_evict) bf_tree_evict(t, retry_class);
   return rc;
+}
+
+bool bf_tree_should_promote(bf_tree *t, uint32_t percent) {
+  /* While the buffer has room, caching costs nothing: always.  Once it is
+  ** full, each promotion evicts something, so only with the configured
+  ** probability (hot records come back often enough to get in). */
+  return !bf_buf_needs_eviction(t->buf, t->full_class) ||
+         bf_random_percent(percent);
 }
 
 /* Scan promotion: see bf_int.h. */
