@@ -46,7 +46,7 @@ LDFLAGS_ALL = $(filter -fsanitize=%,$(VFLAGS)) $(LDFLAGS)
 ENGINE_OBJ = $(patsubst bftree/%.c,$(B)/bftree/%.o,$(ENGINE_SRC))
 EXT_OBJ = $(patsubst ext/%.c,$(B)/ext/%.o,$(EXT_SRC))
 
-.PHONY: all deps lib test unit unit-build asan ubsan tsan demo bench-engine install clean
+.PHONY: all deps lib test unit unit-build asan ubsan tsan demo install clean
 .DEFAULT_GOAL := all
 
 all: deps
@@ -129,11 +129,9 @@ tsan: deps
 demo: all
 	@scripts/demo.sh
 
-# The engine alone (no SQLite): bench/engine_bench.c.  The comparison with
-# other engines (make bench, make bench-quick) lives in bench/bench.mk.
-bench-engine: deps
-	@$(MAKE) --no-print-directory VARIANT=rel lib build/rel/bench/engine_bench
-	build/rel/bench/engine_bench $(BENCH_ARGS)
+# The engine alone (no SQLite): bench/engine_bench.c, run by `make
+# bench-engine`; the comparison with other engines (make bench, make
+# bench-quick) lives in bench/bench.mk.
 
 build/rel/bench/engine_bench: bench/engine_bench.c build/rel/libbftree.a
 	@mkdir -p $(dir $@)
