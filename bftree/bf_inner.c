@@ -271,7 +271,7 @@ static int heap_compare(struct inode *node, uint32_t off, uint32_t slen,
     memcpy(tmp, &w, 8);
     uint32_t b = off & 7, k = 8 - b;
     if (k > n) k = n;
-    int c = memcmp(key, tmp + b, k);
+    int c = bf_bytes_compare(key, tmp + b, k);
     if (c) return c;
     key += k;
     off += k;
