@@ -897,6 +897,25 @@ int bf_wset_range(struct bf_wset *w, const uint8_t *lower, uint32_t lower_len,
                   void *ctx);
 
 /* ========================================================================
+** The write gate (bf_tree.c): a reader/writer lock that, unlike
+** pthread_rwlock_t, may be released by another thread than the one that
+** took it (a prepared transaction may be committed from any thread).
+** Writers are preferred: a waiting writer stops new shared holders.
+*/
+struct bf_gate {
+  pthread_mutex_t mutex;
+  pthread_cond_t cond;
+  uint32_t shared;          /* holders in shared mode */
+  uint32_t writers_waiting;
+  bool exclusive;           /* held exclusive */
+};
+void bf_gate_init(struct bf_gate *gate);
+void bf_gate_destroy(struct bf_gate *gate);
+void bf_gate_shared(struct bf_gate *gate);
+void bf_gate_exclusive(struct bf_gate *gate);
+void bf_gate_release(struct bf_gate *gate);
+
+/* ========================================================================
 ** bf_tree.c and bf_scan.c: the tree.
 */
 struct bf_tree {
@@ -914,7 +933,7 @@ struct bf_tree {
   uint64_t generation;            /* of the last checkpoint */
   /* Writers hold it shared; a checkpoint holds it exclusive, so that no
   ** record turns dirty while it flushes. */
-  pthread_rwlock_t checkpoint_gate;
+  struct bf_gate checkpoint_gate;
   _Atomic int error;              /* sticky: first error that left state
                                   ** uncertain; writes refused after it */
   _Atomic int open_cursors;

@@ -92,6 +92,50 @@ static int set_error(bf_tree *t, int rc) {
 }
 
 /* ------------------------------------------------------------------------
+** The write gate.
+*/
+void bf_gate_init(struct bf_gate *g) {
+  pthread_mutex_init(&g->mutex, NULL);
+  pthread_cond_init(&g->cond, NULL);
+  g->shared = g->writers_waiting = 0;
+  g->exclusive = false;
+}
+
+void bf_gate_destroy(struct bf_gate *g) {
+  pthread_mutex_destroy(&g->mutex);
+  pthread_cond_destroy(&g->cond);
+}
+
+void bf_gate_shared(struct bf_gate *g) {
+  pthread_mutex_lock(&g->mutex);
+  while (g->exclusive || g->writers_waiting)
+    pthread_cond_wait(&g->cond, &g->mutex);
+  g->shared++;
+  pthread_mutex_unlock(&g->mutex);
+}
+
+void bf_gate_exclusive(struct bf_gate *g) {
+  pthread_mutex_lock(&g->mutex);
+  g->writers_waiting++;
+  while (g->exclusive || g->shared) pthread_cond_wait(&g->cond, &g->mutex);
+  g->writers_waiting--;
+  g->exclusive = true;
+  pthread_mutex_unlock(&g->mutex);
+}
+
+/* Release whichever mode the gate is held in (exclusive, or one shared
+** holder). */
+void bf_gate_release(struct bf_gate *g) {
+  pthread_mutex_lock(&g->mutex);
+  if (g->exclusive)
+    g->exclusive = false;
+  else if (ALWAYS(g->shared > 0))
+    g->shared--;
+  pthread_cond_broadcast(&g->cond);
+  pthread_mutex_unlock(&g->mutex);
+}
+
+/* ------------------------------------------------------------------------
 ** Leaf access.
 */
 int bf_tree_latch_leaf(bf_tree *t, const uint8_t *key, uint32_t key_len,
@@ -885,14 +929,14 @@ static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
   uint64_t end = 0;
   int rc = bf_tree_check_write(t, key, klen, val, vlen);
   if (rc != BF_OK) return rc;
-  pthread_rwlock_rdlock(&t->checkpoint_gate);
+  bf_gate_shared(&t->checkpoint_gate);
   rc = write_loop(t, type, key, (uint32_t)klen, val, (uint32_t)vlen,
                   t->wal != NULL, &end);
   if (rc == BF_OK && t->wal) {
     BF_COUNT(t, commits, 1);
     if (t->opts.synchronous == BF_SYNC_FULL) rc = bf_wal_sync(t->wal, end);
   }
-  pthread_rwlock_unlock(&t->checkpoint_gate);
+  bf_gate_release(&t->checkpoint_gate);
   if (rc == BF_OK) bf_tree_maybe_checkpoint(t);
   return rc;
 }
@@ -1250,9 +1294,9 @@ static int checkpoint_locked(bf_tree *t, bool drop) {
 }
 
 int bf_checkpoint(bf_tree *t) {
-  pthread_rwlock_wrlock(&t->checkpoint_gate);
+  bf_gate_exclusive(&t->checkpoint_gate);
   int rc = checkpoint_locked(t, false);
-  pthread_rwlock_unlock(&t->checkpoint_gate);
+  bf_gate_release(&t->checkpoint_gate);
   return rc;
 }
 
@@ -1281,7 +1325,7 @@ static void tree_free(bf_tree *t) {
   if (t->space) bf_space_destroy(t->space);
   if (t->wal) bf_wal_close(t->wal);
   if (t->io) bf_io_close(t->io);
-  pthread_rwlock_destroy(&t->checkpoint_gate);
+  bf_gate_destroy(&t->checkpoint_gate);
   free(t->wal_path);
   bf_free(t);
 }
@@ -1487,8 +1531,11 @@ static int tree_recover(bf_tree *t, uint64_t ckpt_lsn, bool existed,
     free(keep);
   }
   bf_tree_note_commit(t, info.last_commit_id);
+  /* Any record in the log, even one the checkpoint already covers (a crash
+  ** between a checkpoint's superblock and the log's reset), means the log
+  ** must be reset before it takes appends: checkpoint. */
   if (info.end_lsn > ckpt_lsn || info.transactions || info.skipped ||
-      info.stop != BF_WAL_STOP_END) {
+      info.stop != BF_WAL_STOP_END || bf_wal_size(t->wal) > 0) {
     rc = checkpoint_locked(t, false);
     if (rc != BF_OK)
       *errmsg = bf_mprintf("checkpoint after log replay failed: %s",
@@ -1526,14 +1573,7 @@ int bf_open(const char *path, const bf_options *opts_in, bf_tree **out,
   }
   t->opts = *opts_in;
   if (t->opts.seed) bf_random_seed(t->opts.seed);
-  {
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr,
-                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&t->checkpoint_gate, &attr);
-    pthread_rwlockattr_destroy(&attr);
-  }
+  bf_gate_init(&t->checkpoint_gate);
   rc = bf_io_open(path, opts_in->io_mode, opts_in->direct_io, opts_in->create,
                   &t->io, &errmsg);
   if (rc != BF_OK) goto fail;
@@ -1596,9 +1636,9 @@ fail:
 
 int bf_close(bf_tree *t) {
   if (!t) return BF_OK;
-  pthread_rwlock_wrlock(&t->checkpoint_gate);
+  bf_gate_exclusive(&t->checkpoint_gate);
   int rc = checkpoint_locked(t, true);
-  pthread_rwlock_unlock(&t->checkpoint_gate);
+  bf_gate_release(&t->checkpoint_gate);
   /* Everything is in the data file: the log is no longer needed. */
   bool drop_log = rc == BF_OK && t->wal;
   if (t->wal) bf_wal_close(t->wal);

@@ -107,7 +107,7 @@ int bf_txn_prepare(bf_txn *x, uint64_t commit_id) {
   bf_tree *t = x->tree;
   if (x->prepared) return BF_INVALID;
   if (atomic_load(&t->error) != BF_OK) return BF_READONLY;
-  pthread_rwlock_wrlock(&t->checkpoint_gate);
+  bf_gate_exclusive(&t->checkpoint_gate);
   int rc = BF_OK;
   if (t->wal) {
     struct bf_wal_batch batch;
@@ -122,7 +122,7 @@ int bf_txn_prepare(bf_txn *x, uint64_t commit_id) {
     if (rc == BF_OK) BF_COUNT(t, commits, 1);
   }
   if (rc != BF_OK) {
-    pthread_rwlock_unlock(&t->checkpoint_gate);
+    bf_gate_release(&t->checkpoint_gate);
     return rc;
   }
   x->prepared = true;
@@ -150,7 +150,7 @@ int bf_txn_commit(bf_txn *x) {
   rc = bf_wset_range(x->wset, NULL, 0, true, NULL, 0, true, apply_one, t);
   if (rc != BF_OK) bf_tree_set_error(t, rc);
   bf_tree_note_commit(t, x->commit_id);
-  pthread_rwlock_unlock(&t->checkpoint_gate);
+  bf_gate_release(&t->checkpoint_gate);
   txn_free(x);
   if (rc == BF_OK) bf_tree_maybe_checkpoint(t);
   return rc;
@@ -160,7 +160,7 @@ int bf_txn_abort(bf_txn *x) {
   bf_tree *t = x->tree;
   bool prepared = x->prepared;
   int rc = BF_OK;
-  if (prepared) pthread_rwlock_unlock(&t->checkpoint_gate);
+  if (prepared) bf_gate_release(&t->checkpoint_gate);
   txn_free(x);
   if (prepared && t->wal) rc = bf_checkpoint(t); /* invariant 3 */
   return rc;

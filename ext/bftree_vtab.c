@@ -44,31 +44,73 @@
 ** constant (a column of numeric affinity on the right would convert the key
 ** instead), so otherwise SQLite re-checks (omit = 0).
 **
-** TRANSACTIONS.  The engine has no transactions yet (a later issue).  Each
-** connection's vtab keeps an in-memory undo log of every change since xBegin
-** (key + previous value or "absent"); xSavepoint marks positions, xRollbackTo
-** undoes to a mark, xRollback undoes everything, xCommit forgets the log.
-** SQLite calls these at statement boundaries (a statement journal for multi-
-** row statements, a full rollback in autocommit mode), so a statement that
-** fails with ABORT leaves no trace, and ROLLBACK / ROLLBACK TO work.  There is
-** no isolation between connections: changes are visible to other connections
-** at once.  Each row change is one engine write, logged by the engine's
-** write-ahead log per the synchronous option; a crash keeps the changes of
-** an unfinished SQL transaction (engine transactions: a later issue).
+** TRANSACTIONS.  Every write goes through an engine transaction (bf_txn),
+** one per vtab (= per connection and table) while SQLite has the table in a
+** write transaction:
+**   xBegin       take the tree's writer lock (bfx_shared.c; a second writer
+**                waits up to the connection's busy timeout, read with
+**                PRAGMA busy_timeout when the lock is taken, then gets
+**                SQLITE_BUSY naming the table), bf_txn_begin.
+**   xUpdate      bf_txn_put / bf_txn_delete; look-ups (old row, conflicts)
+**                with bf_txn_get, so a transaction sees its own writes.
+**   xFilter      point look-ups with bf_txn_get, range scans on a cursor
+**                opened with bf_cursor_open_txn while the vtab has a txn;
+**                other connections read the tree as last committed.
+**   xSavepoint   SQLite savepoint level i -> engine mark marks[i] (levels
+**   xRelease     SQLite never announced to this vtab get a mark at the
+**   xRollbackTo  current position); level -1 is the savepoint that opened
+**                the transaction itself (SAVEPOINT outside BEGIN): rolling
+**                back to it discards the whole write set (abort + begin).
+**   xSync        commit id = max(bf_last_commit_id, commit_floor) + 1; the
+**                id is written into the shadow table, then bf_txn_prepare
+**                logs the transaction durably (per synchronous) and holds
+**                the tree's write gate.  An empty transaction skips both.
+**   xCommit      bf_txn_commit (applies the writes), drop the writer lock.
+**   xRollback    bf_txn_abort (after xSync the engine checkpoints so that
+**                its log forgets the transaction), drop the writer lock.
+** SQLite calls xSync, then commits the database file(s), then xCommit; it
+** calls xRollback instead when anything fails, even after xSync.
+**
+** SHADOW TABLE "<table>_bftree" in the table's schema (created by xCreate,
+** dropped by xDestroy, renamed by xRename, read-only to SQL in defensive
+** mode through xShadowName), made by CREATE TABLE AS (so that changes() is
+** not disturbed), one row:
+**     COLUMN     VALUE
+**     rowid      1
+**     commit_id  BLOB of 8 bytes: the commit id of the last transaction of
+**                this table that the database committed, big-endian
+** xSync overwrites commit_id in place (sqlite3_blob_write: no change
+** counter moves) inside the database transaction being committed, so the
+** number commits or rolls back with the native tables.  When the first
+** connection of the process opens the table's tree, it passes commit_id as
+** bf_options.replay_limit: recovery replays exactly the logged transactions
+** the database committed (crash after xSync but before the database
+** commit: skipped; crash after the database commit but before xCommit:
+** replayed).  A table without the shadow table (made by an older version)
+** replays everything and commits
+** with id 0 (no atomicity with the database across a crash).
 **
 ** Invariants:
 **   1. xUpdate checks every constraint (NOT NULL, size limits, uniqueness)
-**      before changing anything; a change that fails half-way (I/O error) is
-**      undone from the log before returning.
-**   2. While in_txn, every change to the tree made by this vtab has an undo
-**      entry; undo entries are applied newest first.
-**   3. marks[0..nmarks) are non-decreasing positions in the undo log.
-**   4. A cursor holds no engine latch between calls (bf_cursor copies).
+**      before changing anything; a change of two engine writes (a key
+**      change) is bracketed by an engine mark and undone on failure, so a
+**      failing xUpdate leaves the transaction as it found it.
+**   2. txn != NULL iff the vtab holds the tree's writer lock (holds_lock),
+**      between a successful xBegin and xCommit/xRollback.
+**   3. marks[0..nmarks) are the engine marks of SQLite savepoint levels
+**      0..nmarks-1, strictly increasing.
+**   4. A cursor holds no engine latch between calls (bf_cursor copies).  A
+**      cursor whose engine cursor overlays txn (bc_txn == txn) is detached
+**      before txn ends (its current row copied, the engine cursor closed);
+**      its next row comes from a new engine cursor seeked past that row.
+**   5. prepared: bf_txn_prepare succeeded; no more writes may go into txn
+**      (a COMMIT that failed with SQLITE_BUSY leaves this state: COMMIT
+**      again or ROLLBACK; other statements writing the table fail).
 **
 ** Transaction states of a vtab:
-**   IDLE -> IN_TXN [xBegin]; IN_TXN -> IDLE [xCommit: log dropped,
-**   xRollback: log applied]; within IN_TXN marks come and go [xSavepoint,
-**   xRelease, xRollbackTo].
+**   IDLE -> ACTIVE [xBegin]; ACTIVE -> PREPARED [xSync];
+**   ACTIVE, PREPARED -> IDLE [xCommit, xRollback];
+**   within ACTIVE marks come and go [xSavepoint, xRelease, xRollbackTo].
 */
 #include "sqlite3ext.h"
 SQLITE_EXTENSION_INIT1
@@ -169,14 +211,161 @@ static void entry_remove(bfx_conn *c, bfx_entry *e) {
   sqlite3_free(e);
 }
 
-int bfx_entry_open(bfx_entry *e, char **pzErr) {
+/* ------------------------------------------------------- shadow table */
+
+/* The shadow table of table T is "T_" SHADOW_SUFFIX (see the file header). */
+#define SHADOW_SUFFIX "bftree"
+
+/* Whether zDb has the shadow table of zName: 1 yes, 0 no, or an SQLite
+** error code negated. */
+static int shadow_exists(sqlite3 *db, const char *zDb, const char *zName) {
+  sqlite3_stmt *st = NULL;
+  char *sql = sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_schema WHERE "
+                              "type = 'table' AND name = '%q_" SHADOW_SUFFIX
+                              "' COLLATE NOCASE", zDb, zName);
+  if (!sql) return -SQLITE_NOMEM;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  sqlite3_free(sql);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(st);
+    rc = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -rc;
+  } else {
+    rc = -rc;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static void put_be64(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+/* The blob literal of commit id v: x'0000000000000001'. */
+static void id_literal(char out[20], uint64_t v) {
+  uint8_t b[8];
+  put_be64(b, v);
+  out[0] = 'x';
+  out[1] = '\'';
+  for (int i = 0; i < 8; i++) snprintf(out + 2 + 2 * i, 3, "%02x", b[i]);
+  out[18] = '\'';
+  out[19] = 0;
+}
+
+/*
+** Read the shadow table's commit id of table zDb.zName into *out:
+** UINT64_MAX (replay everything) when there is no shadow table or no row.
+** On error returns an SQLite code and sets *pzErr.
+*/
+static int shadow_read(sqlite3 *db, const char *zDb, const char *zName,
+                       uint64_t *out, char **pzErr) {
+  sqlite3_stmt *st = NULL;
+  *out = UINT64_MAX;
+  char *sql = sqlite3_mprintf("SELECT commit_id FROM \"%w\".\"%w_"
+                              SHADOW_SUFFIX "\" WHERE rowid = 1", zDb, zName);
+  if (!sql) return SQLITE_NOMEM;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  sqlite3_free(sql);
+  if (rc != SQLITE_OK) {
+    int ex = shadow_exists(db, zDb, zName);
+    if (ex == 0) return SQLITE_OK; /* an older table: replay everything */
+    *pzErr = sqlite3_mprintf("bftree: cannot read %s_" SHADOW_SUFFIX ", the "
+                             "shadow table of %s: %s", zName, zName,
+                             sqlite3_errmsg(db));
+    return rc;
+  }
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const uint8_t *b = sqlite3_column_blob(st, 0);
+    if (sqlite3_column_type(st, 0) != SQLITE_BLOB ||
+        sqlite3_column_bytes(st, 0) != 8 || !b) {
+      *pzErr = sqlite3_mprintf("bftree: the shadow table %s_" SHADOW_SUFFIX
+                               " holds a malformed value", zName);
+      rc = SQLITE_CORRUPT_VTAB;
+    } else {
+      uint64_t v = 0;
+      for (int i = 0; i < 8; i++) v = (v << 8) | b[i];
+      *out = v;
+      rc = SQLITE_OK;
+    }
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK; /* no row: replay everything */
+  } else {
+    *pzErr = sqlite3_mprintf("bftree: cannot read %s_" SHADOW_SUFFIX ": %s",
+                             zName, sqlite3_errmsg(db));
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* Run sql (sqlite3_malloc()ed, freed here); on error set *pzErr with what
+** (the operation) and return the SQLite code. */
+static int exec_sql(sqlite3 *db, char *sql, const char *what, char **pzErr) {
+  if (!sql) return SQLITE_NOMEM;
+  char *em = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &em);
+  sqlite3_free(sql);
+  if (rc != SQLITE_OK) {
+    *pzErr = sqlite3_mprintf("bftree: %s: %s", what, em ? em : sqlite3_errstr(rc));
+  }
+  sqlite3_free(em);
+  return rc;
+}
+
+/* Create the shadow table of zDb.zName holding commit id `id`. */
+static int shadow_create(sqlite3 *db, const char *zDb, const char *zName,
+                         uint64_t id, char **pzErr) {
+  char lit[20];
+  id_literal(lit, id);
+  /* CREATE TABLE AS: the row gets rowid 1 without touching changes(). */
+  return exec_sql(db,
+                  sqlite3_mprintf("CREATE TABLE \"%w\".\"%w_" SHADOW_SUFFIX
+                                  "\" AS SELECT %s AS commit_id",
+                                  zDb, zName, lit),
+                  "cannot create the shadow table", pzErr);
+}
+
+/* ---------------------------------------------------- opening the tree */
+
+/* The connection's busy timeout in milliseconds (0 when it has none, or a
+** busy handler of its own). */
+static int busy_timeout_ms(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  int ms = 0;
+  if (sqlite3_prepare_v2(db, "PRAGMA busy_timeout", -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    ms = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return ms;
+}
+
+
+int bfx_entry_open(bfx_conn *c, bfx_entry *e, char **pzErr) {
   char *em = NULL;
   int st;
   if (e->shared) return SQLITE_OK;
-  if (e->temporary)
+  if (e->temporary) {
     st = bfx_shared_open_temp(bfx_temp_dir(), &e->opts, &e->shared, &em);
-  else
-    st = bfx_shared_open(e->path, &e->opts, false, &e->shared, &em);
+  } else {
+    /* The database's committed transaction number bounds the replay (it is
+    ** only used when this opens the tree, i.e. first in the process). */
+    uint64_t limit;
+    int rc = shadow_read(c->db, e->zDb, e->zName, &limit, pzErr);
+    if (rc != SQLITE_OK) return rc;
+    e->opts.replay_limit = limit;
+    /* A data file locked by another process (or by one that just died:
+    ** the kernel may release the lock of a killed process a little later)
+    ** is waited for like a busy database, up to the busy timeout. */
+    int budget = -1, waited = 0;
+    for (;;) {
+      st = bfx_shared_open(e->path, &e->opts, false, &e->shared, &em);
+      if (st != BF_BUSY) break;
+      if (budget < 0) budget = busy_timeout_ms(c->db);
+      if (waited >= budget) break;
+      free(em);
+      em = NULL;
+      waited += sqlite3_sleep(10);
+    }
+  }
   if (st != BF_OK) {
     *pzErr = open_error_message(st, e->path ? e->path : bfx_temp_dir(), em);
     free(em);
@@ -184,82 +373,6 @@ int bfx_entry_open(bfx_entry *e, char **pzErr) {
   }
   free(em);
   return SQLITE_OK;
-}
-
-/* ------------------------------------------------------------ undo log */
-
-/* Entry layout in buf: u32 key length, u32 value length (UINT32_MAX: the key
-** was absent), key bytes, value bytes. */
-typedef struct bfx_undo {
-  uint8_t *buf;
-  size_t len, cap;
-  size_t *start;   /* start[k]: offset of entry k */
-  size_t n, ncap;
-} bfx_undo;
-
-#define UNDO_ABSENT UINT32_MAX
-
-static int undo_push(bfx_undo *u, const uint8_t *key, size_t klen,
-                     const uint8_t *val, size_t vlen, bool present) {
-  size_t need = 8 + klen + (present ? vlen : 0);
-  if (u->len + need > u->cap) {
-    size_t cap = u->cap ? u->cap : 4096;
-    while (cap < u->len + need) cap *= 2;
-    uint8_t *b = sqlite3_realloc64(u->buf, cap);
-    if (!b) return SQLITE_NOMEM;
-    u->buf = b;
-    u->cap = cap;
-  }
-  if (u->n == u->ncap) {
-    size_t nc = u->ncap ? u->ncap * 2 : 256;
-    size_t *s = sqlite3_realloc64(u->start, nc * sizeof *s);
-    if (!s) return SQLITE_NOMEM;
-    u->start = s;
-    u->ncap = nc;
-  }
-  uint8_t *p = u->buf + u->len;
-  uint32_t k32 = (uint32_t)klen, v32 = present ? (uint32_t)vlen : UNDO_ABSENT;
-  memcpy(p, &k32, 4);
-  memcpy(p + 4, &v32, 4);
-  if (klen) memcpy(p + 8, key, klen);
-  if (present && vlen) memcpy(p + 8 + klen, val, vlen);
-  u->start[u->n++] = u->len;
-  u->len += need;
-  return SQLITE_OK;
-}
-
-static void undo_clear(bfx_undo *u) {
-  u->len = 0;
-  u->n = 0;
-  if (u->cap > (1u << 20)) { /* do not keep a big log's memory around */
-    sqlite3_free(u->buf);
-    sqlite3_free(u->start);
-    memset(u, 0, sizeof *u);
-  }
-}
-
-static void undo_free(bfx_undo *u) {
-  sqlite3_free(u->buf);
-  sqlite3_free(u->start);
-  memset(u, 0, sizeof *u);
-}
-
-/* Apply entries [to, n) newest first (invariant 2) and drop them.  Returns
-** the first engine status that failed (the rest is still attempted). */
-static int undo_apply(bfx_undo *u, bf_tree *tree, size_t to) {
-  int first = BF_OK;
-  while (u->n > to) {
-    size_t off = u->start[--u->n];
-    uint8_t *p = u->buf + off;
-    uint32_t klen, vlen;
-    memcpy(&klen, p, 4);
-    memcpy(&vlen, p + 4, 4);
-    int st = vlen == UNDO_ABSENT ? bf_delete(tree, p + 8, klen)
-                                 : bf_put(tree, p + 8, klen, p + 8 + klen, vlen);
-    if (st != BF_OK && first == BF_OK) first = st;
-    u->len = off;
-  }
-  return first;
 }
 
 /* ---------------------------------------------------------- key set */
@@ -352,11 +465,15 @@ typedef struct bfx_vtab {
   bfx_entry *entry;  /* owned by conn; lives at least as long as the vtab */
   bfx_schema *schema;
   bool numeric_key;  /* key affinity INTEGER, REAL or NUMERIC */
-  bfx_cursor *cursors; /* open cursors (for the one-pass test of xUpdate) */
-  /* Transaction state (see the file header). */
-  bool in_txn;
-  bfx_undo undo;
-  size_t *marks;
+  bfx_cursor *cursors; /* open cursors (for the one-pass test of xUpdate
+                       ** and invariant 4) */
+  /* Transaction state (see TRANSACTIONS and the invariants). */
+  bf_txn *txn;         /* NULL when idle (or after a failed restart) */
+  bool holds_lock;     /* the writer lock of tsh is ours */
+  bfx_shared *tsh;     /* while holds_lock: the locked tree, referenced */
+  bool prepared;       /* invariant 5 */
+  bool no_shadow;      /* the table has no shadow table (older version) */
+  uint32_t *marks;     /* invariant 3 */
   int nmarks, cmarks;
   bfx_keyset moved;
   /* Buffers reused by xUpdate. */
@@ -383,7 +500,7 @@ static const char *vt_name(bfx_vtab *vt) { return vt->entry->zName; }
 static int vt_tree(bfx_vtab *vt, bf_tree **out) {
   if (!vt->entry->shared) {
     char *err = NULL;
-    int rc = bfx_entry_open(vt->entry, &err);
+    int rc = bfx_entry_open(vt->conn, vt->entry, &err);
     if (rc != SQLITE_OK) {
       sqlite3_free(vt->base.zErrMsg);
       vt->base.zErrMsg = err;
@@ -412,12 +529,14 @@ static int grow(uint8_t **buf, size_t *cap, size_t need) {
   return SQLITE_OK;
 }
 
-/* bf_get into a growable buffer.  BF_OK / BF_NOTFOUND / error. */
-static int get_row(bf_tree *tree, const uint8_t *key, size_t klen,
-                   uint8_t **buf, size_t *cap, size_t *len) {
+/* bf_get (bf_txn_get when txn is not NULL: the transaction's own view)
+** into a growable buffer.  BF_OK / BF_NOTFOUND / error. */
+static int get_row(bf_tree *tree, bf_txn *txn, const uint8_t *key,
+                   size_t klen, uint8_t **buf, size_t *cap, size_t *len) {
   for (;;) {
     size_t vlen = 0;
-    int st = bf_get(tree, key, klen, *buf, *cap, &vlen);
+    int st = txn ? bf_txn_get(txn, key, klen, *buf, *cap, &vlen)
+                 : bf_get(tree, key, klen, *buf, *cap, &vlen);
     if (st != BF_OK) return st;
     if (vlen <= *cap) {
       *len = vlen;
@@ -636,6 +755,17 @@ static int vt_init(sqlite3 *db, void *pAux, int argc, const char *const *argv,
         goto fail;
       }
     }
+    /* The shadow table, holding the tree's newest commit id (a data file
+    ** that existed already may have some). */
+    if (create && !e->temporary) {
+      rc = shadow_create(db, argv[1], argv[2], bf_last_commit_id(e->shared->tree),
+                         pzErr);
+      if (rc != SQLITE_OK) {
+        bfx_shared_release(e->shared);
+        e->shared = NULL;
+        goto fail;
+      }
+    }
   }
 
   vt = sqlite3_malloc64(sizeof *vt);
@@ -683,8 +813,10 @@ static int bfxConnect(sqlite3 *db, void *pAux, int argc,
   return vt_init(db, pAux, argc, argv, ppVtab, pzErr, false);
 }
 
+static void txn_discard(bfx_vtab *vt);
+
 static void vt_free(bfx_vtab *vt) {
-  undo_free(&vt->undo);
+  txn_discard(vt);
   keyset_free(&vt->moved);
   sqlite3_free(vt->marks);
   sqlite3_free(vt->obuf);
@@ -706,11 +838,25 @@ static int bfxDisconnect(sqlite3_vtab *tab) {
   return SQLITE_OK;
 }
 
-/* xDestroy (DROP TABLE): remove the data file; the tree is closed when the
+/* xDestroy (DROP TABLE): drop the shadow table (inside the statement's
+** transaction), remove the data file (at once); the tree is closed when the
 ** last connection of the process lets it go. */
 static int bfxDestroy(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
   bfx_entry *e = vt->entry;
+  txn_discard(vt);
+  if (!e->temporary) {
+    char *err = NULL;
+    int rc = exec_sql(vt->db,
+                      sqlite3_mprintf("DROP TABLE IF EXISTS \"%w\".\"%w_"
+                                      SHADOW_SUFFIX "\"", e->zDb, e->zName),
+                      "cannot drop the shadow table", &err);
+    if (rc != SQLITE_OK) {
+      sqlite3_free(vt->base.zErrMsg);
+      vt->base.zErrMsg = err;
+      return rc;
+    }
+  }
   if (e->shared) {
     char *em = NULL;
     int st = bfx_shared_drop(e->shared, &em);
@@ -733,13 +879,33 @@ static int bfxDestroy(sqlite3_vtab *tab) {
   return SQLITE_OK;
 }
 
-/* xRename: a data file at the default place ("<db>-<table>.bftree") is
-** renamed along with the table; a file given with file= keeps its name. */
+/* xRename: the shadow table is renamed with the table (inside the
+** statement's transaction); a data file at the default place
+** ("<db>-<table>.bftree") is renamed too (at once); a file given with file=
+** keeps its name. */
 static int bfxRename(sqlite3_vtab *tab, const char *zNew) {
   bfx_vtab *vt = (bfx_vtab *)tab;
   bfx_entry *e = vt->entry;
   char *name = sqlite3_mprintf("%s", zNew);
   if (!name) return SQLITE_NOMEM;
+  if (!e->temporary) {
+    int ex = shadow_exists(vt->db, e->zDb, e->zName);
+    int rc = ex < 0 ? -ex : SQLITE_OK;
+    char *err = NULL;
+    if (ex == 1)
+      rc = exec_sql(vt->db,
+                    sqlite3_mprintf("ALTER TABLE \"%w\".\"%w_" SHADOW_SUFFIX
+                                    "\" RENAME TO \"%w_" SHADOW_SUFFIX "\"",
+                                    e->zDb, e->zName, zNew),
+                    "cannot rename the shadow table", &err);
+    if (rc != SQLITE_OK) {
+      sqlite3_free(vt->base.zErrMsg);
+      vt->base.zErrMsg = err;
+      sqlite3_free(name);
+      return rc;
+    }
+    vt->no_shadow = false; /* look again at the next commit */
+  }
   if (!vt->schema->file && !e->temporary && e->path) {
     bool t = false;
     char *np = bfx_data_path(vt->db, e->zDb, zNew, NULL, &t);
@@ -924,6 +1090,14 @@ struct bfx_cursor {
   sqlite3_vtab_cursor base; /* Base class. Must be first */
   bfx_cursor *next;         /* in vt->cursors */
   bf_cursor *bc;            /* engine cursor, opened on first range scan */
+  bf_txn *bc_txn;           /* the transaction bc overlays, NULL for none */
+  bool bc_stale;            /* bc overlays a finished transaction: only its
+                            ** current row may be read; never moved */
+  bool detached;            /* MODE_RANGE without bc: the current row is a
+                            ** copy (kown, rowbuf); resume past it */
+  int err;                  /* a deferred error for the next xNext */
+  uint8_t *kown;            /* the current key, copied (detached) */
+  size_t kowncap;
   int mode;                 /* enum cursor_mode */
   bool desc;
   /* Bounds in key space. */
@@ -985,6 +1159,7 @@ static int bfxClose(sqlite3_vtab_cursor *cur) {
   }
   if (c->bc) bf_cursor_close(c->bc);
   free_points(c);
+  sqlite3_free(c->kown);
   sqlite3_free(c->pts);
   sqlite3_free(c->lo.k);
   sqlite3_free(c->hi.k);
@@ -1064,7 +1239,7 @@ static int points_settle(bfx_cursor *c, bf_tree *tree) {
     size_t idx = c->desc ? c->npts - 1 - c->ipt : c->ipt;
     bfx_key *p = &c->pts[idx];
     size_t vlen = 0;
-    int st = get_row(tree, p->k, p->n, &c->rowbuf, &c->rowcap, &vlen);
+    int st = get_row(tree, vt->txn, p->k, p->n, &c->rowbuf, &c->rowcap, &vlen);
     if (st == BF_OK) {
       c->key = p->k;
       c->key_len = p->n;
@@ -1093,14 +1268,77 @@ static void range_settle(bfx_cursor *c) {
   c->parsed = false;
 }
 
+/* Open c->bc on tree, overlaying the vtab's transaction when it has one
+** (invariant 4 records which). */
+static int cursor_engine_open(bfx_cursor *c, bf_tree *tree) {
+  bfx_vtab *vt = (bfx_vtab *)c->base.pVtab;
+  int st = vt->txn ? bf_cursor_open_txn(tree, vt->txn, &c->bc)
+                   : bf_cursor_open(tree, &c->bc);
+  if (st != BF_OK) {
+    c->bc = NULL;
+    return vt_engine_error(vt, st, "opening a cursor");
+  }
+  c->bc_txn = vt->txn;
+  c->bc_stale = false;
+  return SQLITE_OK;
+}
+
+/*
+** Invariant 4: before vt's transaction ends (or is replaced), every range
+** cursor overlaying it copies its current row and drops its engine cursor;
+** the next xNext resumes past the copied key on a new engine cursor.  On
+** OOM the cursor keeps the engine cursor for its current row only
+** (bc_stale) and fails its next xNext.
+*/
+static void cursors_detach(bfx_vtab *vt) {
+  for (bfx_cursor *c = vt->cursors; c; c = c->next) {
+    if (!c->bc || !c->bc_txn || c->bc_stale) continue;
+    if (c->mode == MODE_RANGE && !c->detached) {
+      if (grow(&c->kown, &c->kowncap, c->key_len + 1) != SQLITE_OK ||
+          grow(&c->rowbuf, &c->rowcap, c->val_len + 1) != SQLITE_OK) {
+        c->bc_stale = true;
+        c->err = SQLITE_NOMEM;
+        continue;
+      }
+      if (c->key_len) memcpy(c->kown, c->key, c->key_len);
+      if (c->val_len) memcpy(c->rowbuf, c->val, c->val_len);
+      c->key = c->kown;
+      c->val = c->rowbuf;
+      c->detached = true;
+    }
+    bf_cursor_close(c->bc);
+    c->bc = NULL;
+    c->bc_txn = NULL;
+  }
+}
+
+/* A detached range cursor: continue after the copied current row. */
+static int range_resume(bfx_cursor *c, bf_tree *tree) {
+  bfx_vtab *vt = (bfx_vtab *)c->base.pVtab;
+  int rc = cursor_engine_open(c, tree);
+  if (rc != SQLITE_OK) return rc;
+  c->detached = false;
+  bf_bound past = {c->key, c->key_len, false};
+  bf_bound lo = {c->lo.k, c->lo.n, c->lo_incl};
+  bf_bound hi = {c->hi.k, c->hi.n, c->hi_incl};
+  const bf_bound *plo = c->desc ? (c->has_lo ? &lo : NULL) : &past;
+  const bf_bound *phi = c->desc ? &past : (c->has_hi ? &hi : NULL);
+  int st = bf_cursor_seek(c->bc, plo, phi, c->desc); /* copies the bounds */
+  if (st != BF_OK && st != BF_DONE) return vt_engine_error(vt, st, "seek");
+  range_settle(c);
+  return SQLITE_OK;
+}
+
 /* Advance one row without counting LIMIT. */
 static int advance(bfx_cursor *c, bf_tree *tree) {
   bfx_vtab *vt = (bfx_vtab *)c->base.pVtab;
+  if (c->err != SQLITE_OK) return c->err;
   if (c->mode == MODE_POINTS) {
     c->ipt++;
     return points_settle(c, tree);
   }
   if (c->mode == MODE_RANGE) {
+    if (c->detached) return range_resume(c, tree);
     int st = bf_cursor_next(c->bc);
     if (st != BF_OK && st != BF_DONE) return vt_engine_error(vt, st, "scan");
     range_settle(c);
@@ -1174,6 +1412,8 @@ static int bfxFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
 
   c->mode = MODE_EOF;
   c->desc = false;
+  c->detached = false;
+  c->err = SQLITE_OK;
   c->has_lo = c->has_hi = false;
   c->left = -1;
   free_points(c);
@@ -1316,12 +1556,15 @@ static int bfxFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
     c->mode = MODE_POINTS;
     rc = points_settle(c, tree);
   } else {
+    /* Reuse the engine cursor only if it overlays the current transaction
+    ** (or none, as now). */
+    if (c->bc && (c->bc_stale || c->bc_txn != vt->txn)) {
+      bf_cursor_close(c->bc);
+      c->bc = NULL;
+    }
     if (!c->bc) {
-      int st = bf_cursor_open(tree, &c->bc);
-      if (st != BF_OK) {
-        rc = vt_engine_error(vt, st, "opening a cursor");
-        goto done;
-      }
+      rc = cursor_engine_open(c, tree);
+      if (rc != SQLITE_OK) goto done;
     }
     bf_bound lo = {c->lo.k, c->lo.n, c->lo_incl};
     bf_bound hi = {c->hi.k, c->hi.n, c->hi_incl};
@@ -1422,23 +1665,27 @@ static bool cursor_on(bfx_vtab *vt, const uint8_t *k, size_t n) {
   return false;
 }
 
-static int log_change(bfx_vtab *vt, const uint8_t *k, size_t kn,
-                      const uint8_t *old, size_t on, bool present) {
-  if (!vt->in_txn) return SQLITE_OK;
-  return undo_push(&vt->undo, k, kn, old, on, present);
-}
+static int txn_ensure(bfx_vtab *vt);
 
 static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
                      sqlite3_int64 *pRowid) {
   bfx_vtab *vt = (bfx_vtab *)tab;
   bfx_schema *sc = vt->schema;
   int ncol = sc->ncol, kc = sc->key_col;
-  bf_tree *tree;
-  int rc = vt_tree(vt, &tree);
   int st;
-  size_t mark = vt->undo.n;
   (void)pRowid;
+  /* SQLite calls xBegin first; txn_ensure covers a transaction that a
+  ** failed ROLLBACK TO could not restart. */
+  int rc = txn_ensure(vt);
   if (rc != SQLITE_OK) return rc;
+  if (vt->prepared) {
+    vt_error(vt, "bftree: table %s: the transaction is being committed (its "
+             "COMMIT failed, e.g. with SQLITE_BUSY): COMMIT again or ROLLBACK",
+             vt_name(vt));
+    return SQLITE_ERROR;
+  }
+  bf_txn *txn = vt->txn;
+  bf_tree *tree = vt->tsh->tree;
 
   /* The old key: argv[0] is the stored key value (from xColumn). */
   size_t oklen = 0, olen = 0;
@@ -1449,23 +1696,20 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
     from_sqlite(argv[0], &ov);
     rc = encode_key(&ov, &vt->okbuf, &vt->okcap, &oklen);
     if (rc != SQLITE_OK) return rc;
-    st = get_row(tree, vt->okbuf, oklen, &vt->obuf, &vt->ocap, &olen);
+  }
+
+  if (argc == 1) { /* DELETE: blind (a row already gone stays gone) */
+    st = bf_txn_delete(txn, vt->okbuf, oklen);
+    if (st != BF_OK) return vt_engine_error(vt, st, "delete");
+    return SQLITE_OK;
+  }
+
+  if (!is_insert) {
+    st = get_row(tree, txn, vt->okbuf, oklen, &vt->obuf, &vt->ocap, &olen);
     if (st == BF_OK)
       have_old = true;
     else if (st != BF_NOTFOUND)
       return vt_engine_error(vt, st, "lookup");
-  }
-
-  if (argc == 1) { /* DELETE */
-    if (!have_old) return SQLITE_OK;
-    rc = log_change(vt, vt->okbuf, oklen, vt->obuf, olen, true);
-    if (rc != SQLITE_OK) return rc;
-    st = bf_delete(tree, vt->okbuf, oklen);
-    if (st != BF_OK) {
-      undo_apply(&vt->undo, tree, mark);
-      return vt_engine_error(vt, st, "delete");
-    }
-    return SQLITE_OK;
   }
 
   /* UPDATE of a row that is gone (deleted by an earlier OR REPLACE of the
@@ -1496,7 +1740,6 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
   bfx_record orec = {.types = vt->types, .offsets = vt->offs};
   bool old_parsed = false;
   size_t nklen = 0, rlen = 0, xlen = 0;
-  bool exists = false;
 
   for (int i = 0; i < ncol && rc == SQLITE_OK; i++) {
     sqlite3_value *a = argv[2 + i];
@@ -1561,9 +1804,8 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
   /* Uniqueness of the key. */
   bool same_key = !is_insert && key_cmp(vt->kbuf, nklen, vt->okbuf, oklen) == 0;
   if (!same_key) {
-    st = get_row(tree, vt->kbuf, nklen, &vt->xbuf, &vt->xcap, &xlen);
+    st = get_row(tree, txn, vt->kbuf, nklen, &vt->xbuf, &vt->xcap, &xlen);
     if (st == BF_OK) {
-      exists = true;
       if (onconf != SQLITE_REPLACE) {
         vt_error(vt, "UNIQUE constraint failed: %s.%s", vt_name(vt), sc->names[kc]);
         rc = SQLITE_CONSTRAINT_PRIMARYKEY;
@@ -1575,32 +1817,27 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
     }
   }
 
-  /* Change the tree (invariant 1: everything checked above). */
+  /* Change the transaction (invariant 1: everything checked above). */
   if (!is_insert && !same_key) {
-    rc = log_change(vt, vt->okbuf, oklen, vt->obuf, olen, true);
-    if (rc != SQLITE_OK) goto done;
-    st = bf_delete(tree, vt->okbuf, oklen);
-    if (st != BF_OK) {
-      rc = vt_engine_error(vt, st, "delete");
-      goto undo;
+    uint32_t mark = bf_txn_savepoint(txn);
+    if (mark == 0) {
+      rc = SQLITE_NOMEM;
+      goto done;
     }
+    st = bf_txn_delete(txn, vt->okbuf, oklen);
+    if (st == BF_OK) st = bf_txn_put(txn, vt->kbuf, nklen, vt->rbuf, rlen);
+    if (st != BF_OK) bf_txn_rollback_to(txn, mark); /* never fails */
+    bf_txn_release(txn, mark);
+  } else {
+    st = bf_txn_put(txn, vt->kbuf, nklen, vt->rbuf, rlen);
   }
-  if (same_key)
-    rc = log_change(vt, vt->kbuf, nklen, vt->obuf, olen, true);
-  else
-    rc = log_change(vt, vt->kbuf, nklen, vt->xbuf, xlen, exists);
-  if (rc != SQLITE_OK) goto undo;
-  st = bf_put(tree, vt->kbuf, nklen, vt->rbuf, rlen);
   if (st != BF_OK) {
     rc = vt_engine_error(vt, st, "write");
-    goto undo;
+    goto done;
   }
   if (!is_insert && !same_key && onconf == SQLITE_REPLACE)
     rc = keyset_add(&vt->moved, vt->kbuf, nklen);
-  goto done;
 
-undo:
-  if (vt->in_txn) undo_apply(&vt->undo, tree, mark);
 done:
   for (int i = 0; i < ncol; i++) sqlite3_value_free(dups[i]);
   if (vals != stackv) sqlite3_free(vals);
@@ -1610,97 +1847,273 @@ done:
 
 /* -------------------------------------------------------- transactions */
 
+/* Drop the writer lock and the transaction state (txn already ended). */
+static void txn_end(bfx_vtab *vt) {
+  if (vt->holds_lock) {
+    bfx_shared *sh = vt->tsh;
+    bfx_shared_writer_unlock(sh, vt);
+    vt->tsh = NULL;
+    vt->holds_lock = false;
+    bfx_shared_release(sh); /* the reference taken with the lock */
+  }
+  vt->prepared = false;
+  vt->nmarks = 0;
+  keyset_clear(&vt->moved);
+}
+
+/*
+** Make sure vt holds the writer lock of its tree and has a transaction.
+** Waits for the lock up to the connection's busy timeout.  Returns
+** SQLITE_OK, SQLITE_BUSY (another connection writes the table), or another
+** SQLite code, with zErrMsg set.  On error a lock taken here is kept only
+** when a transaction exists to be ended by xCommit/xRollback; the caller
+** (xBegin) drops it otherwise.
+*/
+static int txn_ensure(bfx_vtab *vt) {
+  bf_tree *tree;
+  int rc = vt_tree(vt, &tree);
+  if (rc != SQLITE_OK) return rc;
+  if (!vt->holds_lock) {
+    bfx_shared *sh = vt->entry->shared;
+    int waited = 0;
+    int st = bfx_shared_writer_lock(sh, vt, 0);
+    if (st == BF_BUSY) {
+      waited = busy_timeout_ms(vt->db);
+      if (waited > 0) st = bfx_shared_writer_lock(sh, vt, waited);
+    }
+    if (st == BF_BUSY) {
+      vt_error(vt, "bftree: table %s is locked: another connection is writing "
+               "it (waited %d ms)", vt_name(vt), waited);
+      return SQLITE_BUSY;
+    }
+    if (st != BF_OK) {
+      vt_error(vt, "bftree: table %s refuses writes: an aborted commit could "
+               "not be removed from its log; close every connection using "
+               "the table to recover it", vt_name(vt));
+      return bfx_sqlite_rc(st);
+    }
+    bfx_shared_ref(sh);
+    vt->tsh = sh;
+    vt->holds_lock = true;
+    vt->prepared = false;
+    vt->nmarks = 0;
+    keyset_clear(&vt->moved);
+  }
+  if (!vt->txn) {
+    int st = bf_txn_begin(vt->tsh->tree, &vt->txn);
+    if (st != BF_OK) {
+      vt->txn = NULL;
+      return vt_engine_error(vt, st, "begin");
+    }
+  }
+  return SQLITE_OK;
+}
+
+/* Abandon any transaction and lock (disconnect, destroy). */
+static void txn_discard(bfx_vtab *vt) {
+  if (vt->txn) {
+    cursors_detach(vt);
+    bool prepared = vt->prepared;
+    if (bf_txn_abort(vt->txn) != BF_OK && prepared) bfx_shared_poison(vt->tsh);
+    vt->txn = NULL;
+  }
+  txn_end(vt);
+}
+
 static int bfxBegin(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
-  undo_clear(&vt->undo);
-  keyset_clear(&vt->moved);
-  vt->nmarks = 0;
-  vt->in_txn = true;
-  return SQLITE_OK;
-}
-
-static int bfxSync(sqlite3_vtab *tab) {
-  (void)tab; /* durability comes with the write-ahead log (later issue) */
-  return SQLITE_OK;
-}
-
-static int bfxCommit(sqlite3_vtab *tab) {
-  bfx_vtab *vt = (bfx_vtab *)tab;
-  undo_clear(&vt->undo);
-  keyset_clear(&vt->moved);
-  vt->nmarks = 0;
-  vt->in_txn = false;
-  return SQLITE_OK;
-}
-
-static int bfxRollback(sqlite3_vtab *tab) {
-  bfx_vtab *vt = (bfx_vtab *)tab;
-  int rc = SQLITE_OK;
-  if (vt->undo.n && vt->entry->shared) {
-    int st = undo_apply(&vt->undo, vt->entry->shared->tree, 0);
-    if (st != BF_OK) rc = vt_engine_error(vt, st, "rollback");
-  }
-  undo_clear(&vt->undo);
-  keyset_clear(&vt->moved);
-  vt->nmarks = 0;
-  vt->in_txn = false;
+  int rc = txn_ensure(vt);
+  /* On error SQLite calls neither xCommit nor xRollback. */
+  if (rc != SQLITE_OK) txn_discard(vt);
   return rc;
 }
 
+/* Write commit id `id` into the shadow table, inside the database
+** transaction being committed (see SHADOW TABLE in the file header).  A
+** table without a shadow table sets no_shadow. */
+static int shadow_write(bfx_vtab *vt, uint64_t id) {
+  bfx_entry *e = vt->entry;
+  uint8_t b[8];
+  sqlite3_blob *blob = NULL;
+  put_be64(b, id);
+  char *name = sqlite3_mprintf("%s_" SHADOW_SUFFIX, e->zName);
+  if (!name) return SQLITE_NOMEM;
+  int rc = sqlite3_blob_open(vt->db, e->zDb, name, "commit_id", 1, 1, &blob);
+  sqlite3_free(name);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_blob_write(blob, b, 8, 0);
+    int rc2 = sqlite3_blob_close(blob);
+    if (rc == SQLITE_OK) rc = rc2;
+    if (rc == SQLITE_OK) return SQLITE_OK;
+  } else {
+    sqlite3_blob_close(blob);
+  }
+  /* No table, no row, or a value of another size. */
+  int ex = shadow_exists(vt->db, e->zDb, e->zName);
+  if (ex < 0) return -ex;
+  if (ex == 0) {
+    vt->no_shadow = true;
+    return SQLITE_OK;
+  }
+  char lit[20];
+  char *err = NULL;
+  id_literal(lit, id);
+  rc = exec_sql(vt->db,
+                sqlite3_mprintf("INSERT OR REPLACE INTO \"%w\".\"%w_" SHADOW_SUFFIX
+                                "\"(rowid, commit_id) VALUES(1, %s)", e->zDb,
+                                e->zName, lit),
+                "cannot write the shadow table", &err);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(vt->base.zErrMsg);
+    vt->base.zErrMsg = err;
+  }
+  return rc;
+}
+
+/* xSync: the first phase of the commit (see TRANSACTIONS).  Called again
+** after a COMMIT that failed with SQLITE_BUSY: nothing more to do. */
+static int bfxSync(sqlite3_vtab *tab) {
+  bfx_vtab *vt = (bfx_vtab *)tab;
+  if (!vt->txn || vt->prepared) return SQLITE_OK;
+  if (bf_txn_size(vt->txn) == 0) return SQLITE_OK; /* nothing to log */
+  bfx_shared *sh = vt->tsh;
+  uint64_t id = bf_last_commit_id(sh->tree);
+  if (sh->commit_floor > id) id = sh->commit_floor;
+  id++;
+  if (!vt->entry->temporary && !vt->no_shadow) {
+    int rc = shadow_write(vt, id);
+    if (rc != SQLITE_OK) return rc;
+  }
+  if (vt->entry->temporary || vt->no_shadow) id = 0; /* no database number */
+  int st = bf_txn_prepare(vt->txn, id);
+  if (st != BF_OK) return vt_engine_error(vt, st, "commit");
+  vt->prepared = true;
+  if (id) sh->commit_floor = id; /* never handed out again */
+  return SQLITE_OK;
+}
+
+/* xCommit: the database committed; apply.  SQLite ignores the result: an
+** engine error here puts the tree in its error state, and recovery at the
+** next open replays the logged transaction. */
+static int bfxCommit(sqlite3_vtab *tab) {
+  bfx_vtab *vt = (bfx_vtab *)tab;
+  int rc = SQLITE_OK;
+  if (vt->txn) {
+    cursors_detach(vt);
+    /* Not prepared with writes: xSync was not called (SQLite always calls
+    ** it); commit with id 0, which recovery always replays. */
+    int st = vt->prepared || bf_txn_size(vt->txn) > 0 ? bf_txn_commit(vt->txn)
+                                                      : bf_txn_abort(vt->txn);
+    vt->txn = NULL;
+    if (st != BF_OK) rc = vt_engine_error(vt, st, "commit");
+  }
+  txn_end(vt);
+  return rc;
+}
+
+/* xRollback, also after xSync (the engine then checkpoints so that its log
+** forgets the transaction; if that fails the tree is poisoned). */
+static int bfxRollback(sqlite3_vtab *tab) {
+  bfx_vtab *vt = (bfx_vtab *)tab;
+  int rc = SQLITE_OK;
+  if (vt->txn) {
+    cursors_detach(vt);
+    bool prepared = vt->prepared;
+    int st = bf_txn_abort(vt->txn);
+    vt->txn = NULL;
+    if (st != BF_OK) {
+      if (prepared) bfx_shared_poison(vt->tsh);
+      rc = vt_engine_error(vt, st, "rollback");
+    }
+  }
+  txn_end(vt);
+  return rc;
+}
+
+/* Savepoint numbers: 0 is the outermost savepoint that SQLite numbers;
+** levels this vtab never saw (opened before it joined the transaction) get
+** a mark at the current position: nothing of ours precedes them. */
 static int bfxSavepoint(sqlite3_vtab *tab, int iSavepoint) {
   bfx_vtab *vt = (bfx_vtab *)tab;
-  if (iSavepoint < 0) return SQLITE_OK;
+  if (iSavepoint < 0 || !vt->txn) return SQLITE_OK;
   if (iSavepoint >= vt->cmarks) {
     int nc = iSavepoint + 8;
-    size_t *m = sqlite3_realloc64(vt->marks, sizeof(size_t) * (size_t)nc);
+    uint32_t *m = sqlite3_realloc64(vt->marks, sizeof(uint32_t) * (size_t)nc);
     if (!m) return SQLITE_NOMEM;
     vt->marks = m;
     vt->cmarks = nc;
   }
-  /* Levels below that we never saw were opened before this vtab joined the
-  ** transaction: nothing of ours precedes them but what is logged now. */
-  for (int i = vt->nmarks; i <= iSavepoint; i++) vt->marks[i] = vt->undo.n;
-  vt->nmarks = iSavepoint + 1;
+  if (iSavepoint < vt->nmarks) { /* a level reused: start it afresh */
+    bf_txn_release(vt->txn, vt->marks[iSavepoint]);
+    vt->nmarks = iSavepoint;
+  }
+  while (vt->nmarks <= iSavepoint) {
+    uint32_t m = bf_txn_savepoint(vt->txn);
+    if (m == 0) return SQLITE_NOMEM;
+    vt->marks[vt->nmarks++] = m; /* invariant 3 */
+  }
   keyset_clear(&vt->moved); /* a new statement may start here */
   return SQLITE_OK;
 }
 
-/* Savepoint numbers: 0 is the outermost savepoint that SQLite numbers; -1
-** (RollbackTo/Release only) is the savepoint that opened the transaction
-** itself (SAVEPOINT outside BEGIN): its position is the start of the log. */
+/* -1 (xRollbackTo/xRelease only) is the savepoint that opened the
+** transaction itself (SAVEPOINT outside BEGIN): everything. */
 static int bfxRelease(sqlite3_vtab *tab, int iSavepoint) {
   bfx_vtab *vt = (bfx_vtab *)tab;
-  if (iSavepoint < 0)
-    vt->nmarks = 0;
-  else if (iSavepoint < vt->nmarks)
+  if (iSavepoint < 0) iSavepoint = 0;
+  if (vt->txn && iSavepoint < vt->nmarks) {
+    bf_txn_release(vt->txn, vt->marks[iSavepoint]);
     vt->nmarks = iSavepoint;
+  }
   return SQLITE_OK;
 }
 
 static int bfxRollbackTo(sqlite3_vtab *tab, int iSavepoint) {
   bfx_vtab *vt = (bfx_vtab *)tab;
-  int rc = SQLITE_OK;
+  if (!vt->txn) return SQLITE_OK;
   if (iSavepoint >= vt->nmarks) return SQLITE_OK;
-  size_t to = iSavepoint < 0 ? 0 : vt->marks[iSavepoint];
-  if (vt->undo.n > to && vt->entry->shared) {
-    int st = undo_apply(&vt->undo, vt->entry->shared->tree, to);
-    if (st != BF_OK) rc = vt_engine_error(vt, st, "rollback to savepoint");
+  if (vt->prepared) {
+    vt_error(vt, "bftree: table %s: the transaction is being committed (its "
+             "COMMIT failed): COMMIT again or ROLLBACK", vt_name(vt));
+    return SQLITE_ERROR;
   }
-  vt->nmarks = iSavepoint + 1; /* the savepoint itself stays open */
-  if (vt->nmarks < 0) vt->nmarks = 0;
   keyset_clear(&vt->moved);
-  return rc;
+  if (iSavepoint < 0) {
+    /* Back to the start: a fresh write set (the lock stays ours). */
+    cursors_detach(vt);
+    bf_txn_abort(vt->txn); /* not prepared: only frees */
+    vt->txn = NULL;
+    vt->nmarks = 0;
+    int st = bf_txn_begin(vt->tsh->tree, &vt->txn);
+    if (st != BF_OK) {
+      vt->txn = NULL; /* xUpdate begins one; xCommit/xRollback cope */
+      return vt_engine_error(vt, st, "rollback to savepoint");
+    }
+    return SQLITE_OK;
+  }
+  int st = bf_txn_rollback_to(vt->txn, vt->marks[iSavepoint]);
+  vt->nmarks = iSavepoint + 1; /* the savepoint itself stays open */
+  if (st != BF_OK) return vt_engine_error(vt, st, "rollback to savepoint");
+  return SQLITE_OK;
+}
+
+/* Shadow tables of this module: "<table>_bftree" (xShadowName gets the part
+** after the last '_'). */
+static int bfxShadowName(const char *zSuffix) {
+  return sqlite3_stricmp(zSuffix, SHADOW_SUFFIX) == 0;
 }
 
 /* ------------------------------------------------------------- module */
 
 static sqlite3_module bfx_module = {
-    .iVersion = 2,
-    .xCreate = bfxCreate,         /* CREATE VIRTUAL TABLE: parse, open file */
+    .iVersion = 3,
+    .xCreate = bfxCreate,         /* CREATE VIRTUAL TABLE: parse, open file,
+                                  ** create the shadow table */
     .xConnect = bfxConnect,       /* schema load: parse; tree opened lazily */
     .xBestIndex = bfxBestIndex,   /* key constraints, ORDER BY, LIMIT */
     .xDisconnect = bfxDisconnect, /* free the vtab; the tree stays open */
-    .xDestroy = bfxDestroy,       /* DROP TABLE: remove the data file */
+    .xDestroy = bfxDestroy,       /* DROP TABLE: remove the data file and
+                                  ** the shadow table */
     .xOpen = bfxOpen,             /* new cursor */
     .xClose = bfxClose,
     .xFilter = bfxFilter,         /* start a scan per the idxStr plan */
@@ -1708,16 +2121,19 @@ static sqlite3_module bfx_module = {
     .xEof = bfxEof,
     .xColumn = bfxColumn,         /* decode one column lazily */
     .xRowid = bfxRowid,           /* WITHOUT ROWID: never used */
-    .xUpdate = bfxUpdate,         /* INSERT/UPDATE/DELETE with conflicts */
-    .xBegin = bfxBegin,           /* start the undo log */
-    .xSync = bfxSync,
-    .xCommit = bfxCommit,         /* drop the undo log */
-    .xRollback = bfxRollback,     /* apply the undo log */
+    .xUpdate = bfxUpdate,         /* INSERT/UPDATE/DELETE with conflicts,
+                                  ** into the engine transaction */
+    .xBegin = bfxBegin,           /* writer lock, bf_txn_begin */
+    .xSync = bfxSync,             /* shadow table, bf_txn_prepare */
+    .xCommit = bfxCommit,         /* bf_txn_commit */
+    .xRollback = bfxRollback,     /* bf_txn_abort */
     .xFindFunction = NULL,
-    .xRename = bfxRename,         /* ALTER TABLE RENAME (renames default file) */
-    .xSavepoint = bfxSavepoint,   /* mark the undo log */
-    .xRelease = bfxRelease,
-    .xRollbackTo = bfxRollbackTo, /* apply the undo log down to a mark */
+    .xRename = bfxRename,         /* ALTER TABLE RENAME: shadow table, and
+                                  ** the default data file */
+    .xSavepoint = bfxSavepoint,   /* bf_txn_savepoint per level */
+    .xRelease = bfxRelease,       /* bf_txn_release */
+    .xRollbackTo = bfxRollbackTo, /* bf_txn_rollback_to */
+    .xShadowName = bfxShadowName, /* "<table>_bftree" */
 };
 
 #ifdef _WIN32

@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -37,6 +38,18 @@ typedef struct bfx_shared {
   ino_t ino;
   bool temporary;       /* anonymous file, already unlinked: never found by
                         ** lookup, abandoned (not written) at last release */
+  /* The writer lock: one writing transaction per tree in the process.
+  ** Protected by wmutex (waiters sleep on wcond). */
+  pthread_mutex_t wmutex;
+  pthread_cond_t wcond;
+  const void *writer;   /* the holder's token, NULL when free */
+  bool poisoned;        /* a prepared transaction could not be aborted: the
+                        ** log may still hold it; writes are refused until
+                        ** the tree is reopened */
+  /* Read and written only by the writer-lock holder. */
+  uint64_t commit_floor; /* commit ids handed out are above this: the
+                        ** database's committed number at open, then each
+                        ** id prepared (see bftree_vtab.c, TRANSACTIONS) */
   /* Protected by the registry mutex. */
   char *path;           /* current path (changes on rename) */
   int refs;
@@ -48,7 +61,9 @@ typedef struct bfx_shared {
 ** Open the tree of the data file at path, or take a new reference to the
 ** tree this process already has open on that file (same device and inode).
 ** create: make the file when it does not exist (otherwise a missing file is
-** BF_IOERR with a message saying so).  On error *out is NULL and *errmsg
+** BF_IOERR with a message saying so).  A fresh open whose log still holds
+** records after recovery is checkpointed once (an engine workaround, see
+** reset_covered_log in bfx_shared.c).  On error *out is NULL and *errmsg
 ** a malloc()ed message (free()).  Statuses are those of bf_open().
 */
 int bfx_shared_open(const char *path, const bf_options *opts, bool create,
@@ -59,9 +74,24 @@ int bfx_shared_open(const char *path, const bf_options *opts, bool create,
 int bfx_shared_open_temp(const char *dir, const bf_options *opts,
                          bfx_shared **out, char **errmsg);
 
+/* Take one more reference to s (the caller holds one already). */
+void bfx_shared_ref(bfx_shared *s);
+
 /* Drop one reference; the last one closes the tree (bf_close, or
 ** bf_abandon for a temporary or dropped file).  Returns the close status. */
 int bfx_shared_release(bfx_shared *s);
+
+/*
+** The writer lock of s for owner (any non-NULL token; the lock is not
+** recursive: a holder asking again waits like anyone else).  Waits up to
+** timeout_ms milliseconds (0: do not wait).  Returns BF_OK (held), BF_BUSY
+** (timed out), or BF_READONLY when s is poisoned (the lock is not taken).
+** Each BF_OK is paired with one bfx_shared_writer_unlock().
+*/
+int bfx_shared_writer_lock(bfx_shared *s, const void *owner, int timeout_ms);
+void bfx_shared_writer_unlock(bfx_shared *s, const void *owner);
+/* Mark s poisoned (see the field); the caller holds the writer lock. */
+void bfx_shared_poison(bfx_shared *s);
 
 /* DROP TABLE: unlink the data file and hide the tree from lookups; the tree
 ** stays usable by its holders until released.  Returns BF_OK or BF_IOERR
@@ -181,10 +211,11 @@ void bfx_conn_unref(bfx_conn *c);
 bfx_entry *bfx_conn_find(bfx_conn *c, const char *zDb, const char *zName);
 
 /*
-** Make sure e->shared is open (opening the data file on first use).
+** Make sure e->shared is open (opening the data file on first use, with the
+** replay limit read from the table's shadow table through c->db).
 ** Returns an SQLite code; on error *pzErr is an sqlite3_malloc()ed message.
 */
-int bfx_entry_open(bfx_entry *e, char **pzErr);
+int bfx_entry_open(bfx_conn *c, bfx_entry *e, char **pzErr);
 
 /* Map an engine status to an SQLite result code (one to one). */
 int bfx_sqlite_rc(int bf_status);

@@ -14,8 +14,9 @@
 **   buffer_size  bytes, units B K KB KiB M MB MiB G GB   32MiB
 **                GiB (all binary: K = KiB = 1024)
 **   page_size    power of two, 512 .. 32768              4096
-**   synchronous  off | normal | full: syncing of the      normal
-**                engine's log (bf_options.synchronous)
+**   synchronous  off | normal | full: syncing of the      full
+**                engine's log at each commit, as SQLite's
+**                PRAGMA synchronous (bf_options.synchronous)
 **
 ** COLUMNS.  The definitions are handed to SQLite itself (CREATE TABLE in a
 ** private in-memory database) so that names, types and constraints are
@@ -457,7 +458,7 @@ int bfx_schema_parse(int argc, const char *const *argv, bfx_schema **out,
   memset(s, 0, sizeof *s);
   s->buffer_size = BFX_DEFAULT_BUFFER_SIZE;
   s->page_size = BFX_DEFAULT_PAGE_SIZE;
-  s->synchronous = BFX_SYNC_NORMAL;
+  s->synchronous = BFX_SYNC_FULL; /* as SQLite's own default */
   sqlite3_str *defs = sqlite3_str_new(NULL);
   int ndefs = 0;
   for (int i = 3; i < argc && rc == SQLITE_OK; i++) {

@@ -22,10 +22,20 @@
 **      invariant 1 excludes it from lookups.
 **   4. The engine keeps its write-ahead log beside the data file, at the
 **      data file's path + "-wal": drop and rename treat the two together.
+**   5. Writer lock: writer != NULL exactly while one SQL transaction of this
+**      process is writing the tree (bftree_vtab.c takes it in xBegin and
+**      drops it after xCommit/xRollback).  Waiters sleep on wcond with a
+**      deadline on CLOCK_MONOTONIC; unlock signals one waiter.  The lock
+**      lives as long as the entry (refs > 0), and nobody holds it when the
+**      last reference goes (a holder owns a reference).
+**   6. commit_floor starts at the replay limit the tree was opened with (the
+**      database's committed transaction number), 0 when there was none.
 **
 ** States of an entry:
 **   LISTED (refs > 0) -> DROPPED [bfx_shared_drop] -> closed [release]
 **   LISTED -> closed [bfx_shared_release, refs 0: bf_close]
+** Writer lock: FREE -> HELD [bfx_shared_writer_lock] -> FREE [unlock];
+** poisoned is never cleared (the entry goes away with its last reference).
 */
 #include "bfx_int.h"
 
@@ -36,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -63,16 +74,34 @@ static bfx_shared *find_locked(dev_t dev, ino_t ino) {
   return NULL;
 }
 
+/* Initialise the writer lock of s; false when the system refuses. */
+static bool writer_lock_init(bfx_shared *s) {
+  pthread_condattr_t attr;
+  if (pthread_condattr_init(&attr) != 0) return false;
+  bool ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+            pthread_cond_init(&s->wcond, &attr) == 0;
+  pthread_condattr_destroy(&attr);
+  if (!ok) return false;
+  if (pthread_mutex_init(&s->wmutex, NULL) != 0) {
+    pthread_cond_destroy(&s->wcond);
+    return false;
+  }
+  return true;
+}
+
 /* Create and list an entry for a freshly opened tree (mutex held). */
 static int list_locked(bf_tree *tree, const char *path, const struct stat *st,
-                       bool temporary, bfx_shared **out) {
+                       bool temporary, const bf_options *opts,
+                       bfx_shared **out) {
   bfx_shared *s = calloc(1, sizeof *s);
   char *p = strdup(path);
-  if (!s || !p) {
+  if (!s || !p || !writer_lock_init(s)) {
     free(s);
     free(p);
     return BF_NOMEM;
   }
+  /* invariant 6 */
+  s->commit_floor = opts->replay_limit == UINT64_MAX ? 0 : opts->replay_limit;
   s->tree = tree;
   s->dev = st->st_dev;
   s->ino = st->st_ino;
@@ -116,7 +145,7 @@ int bfx_shared_open(const char *path, const bf_options *opts, bool create,
       bf_close(tree);
       rc = BF_IOERR;
     } else {
-      rc = list_locked(tree, path, &st, false, out);
+      rc = list_locked(tree, path, &st, false, opts, out);
       if (rc != BF_OK) bf_close(tree);
     }
   }
@@ -147,13 +176,19 @@ int bfx_shared_open_temp(const char *dir, const bf_options *opts,
   pthread_mutex_lock(&registry_mutex);
   rc = bf_open(path, &o, &tree, errmsg);
   if (rc == BF_OK) {
-    rc = list_locked(tree, path, &st, true, out);
+    rc = list_locked(tree, path, &st, true, opts, out);
     if (rc != BF_OK) bf_abandon(tree);
   }
   pthread_mutex_unlock(&registry_mutex);
   unlink(path); /* invariant 3: anonymous from now on */
   free(path);
   return rc;
+}
+
+void bfx_shared_ref(bfx_shared *s) {
+  pthread_mutex_lock(&registry_mutex);
+  s->refs++;
+  pthread_mutex_unlock(&registry_mutex);
 }
 
 int bfx_shared_release(bfx_shared *s) {
@@ -172,6 +207,8 @@ int bfx_shared_release(bfx_shared *s) {
       bf_abandon(s->tree);
     else
       rc = bf_close(s->tree);
+    pthread_cond_destroy(&s->wcond);
+    pthread_mutex_destroy(&s->wmutex);
     free(s->path);
     free(s);
   }
@@ -270,4 +307,58 @@ bool bfx_shared_stale(bfx_shared *s, const char *path) {
     stale = stat(path, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino;
   pthread_mutex_unlock(&registry_mutex);
   return stale;
+}
+
+/* ------------------------------------------------------------ writer lock */
+
+int bfx_shared_writer_lock(bfx_shared *s, const void *owner, int timeout_ms) {
+  struct timespec deadline;
+  int rc = BF_OK;
+  if (timeout_ms > 0) {
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+  }
+  pthread_mutex_lock(&s->wmutex);
+  for (;;) {
+    if (s->poisoned) {
+      rc = BF_READONLY;
+      break;
+    }
+    if (!s->writer) {
+      s->writer = owner; /* invariant 5 */
+      break;
+    }
+    if (timeout_ms <= 0) {
+      rc = BF_BUSY;
+      break;
+    }
+    int w = pthread_cond_timedwait(&s->wcond, &s->wmutex, &deadline);
+    if (w == ETIMEDOUT && s->writer && !s->poisoned) {
+      rc = BF_BUSY;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->wmutex);
+  return rc;
+}
+
+void bfx_shared_writer_unlock(bfx_shared *s, const void *owner) {
+  pthread_mutex_lock(&s->wmutex);
+  if (s->writer == owner) {
+    s->writer = NULL;
+    pthread_cond_signal(&s->wcond);
+  }
+  pthread_mutex_unlock(&s->wmutex);
+}
+
+void bfx_shared_poison(bfx_shared *s) {
+  pthread_mutex_lock(&s->wmutex);
+  s->poisoned = true;
+  pthread_cond_broadcast(&s->wcond); /* waiters give up at once */
+  pthread_mutex_unlock(&s->wmutex);
 }

@@ -53,7 +53,7 @@ int bfx_lookup_table(bfx_conn *conn, const char *zArg, bfx_entry **out,
     *pzErr = sqlite3_mprintf("no bftree table named %s", zArg);
     return SQLITE_ERROR;
   }
-  int rc = bfx_entry_open(e, pzErr);
+  int rc = bfx_entry_open(conn, e, pzErr);
   if (rc == SQLITE_OK) *out = e;
   return rc;
 }

@@ -1,25 +1,29 @@
 # ext/ext.mk: rules owned by the SQLite extension (included by the Makefile).
 #
-#   make sqltest        build bftree.so and the differential test, then run
-#                       sql_tests/run.sh (SQL scripts + differential test)
+#   make sqltest        build bftree.so and the C test programs, then run
+#                       sql_tests/run.sh (SQL scripts, differential test,
+#                       two-connection test, short crash test)
 #   make difftest       build and run only the differential test
 #                       (BF_TEST_SEED=n replays, BF_DIFFTEST_OPS=n sizes it)
+#   make crash          the long crash test: 1000 kills (BF_CRASH_KILLS=n
+#                       changes it, BF_TEST_SEED=n replays)
 #   make install-ext    install bftree.so where dlopen("bftree.so") finds it,
 #                       so that `.load bftree` works from any directory
 #
 # `make test` runs sql_tests/run.sh after the unit tests; the prerequisite
-# below builds the differential test binary before that.
+# below builds the C test programs before that.
 
-.PHONY: sqltest difftest difftest-build install-ext uninstall-ext
+.PHONY: sqltest difftest difftest-build crash install-ext uninstall-ext
 
 DIFFTEST = build/rel/sql_tests/difftest
+SQL_CTESTS = $(DIFFTEST) build/rel/sql_tests/twoconn build/rel/sql_tests/crashtest
 
-build/rel/sql_tests/difftest: sql_tests/difftest.c
+build/rel/sql_tests/%: sql_tests/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(OPT) -o $@ $< $(SQLITE_LIBS)
+	$(CC) $(CSTD) $(WARN) $(OPT) -pthread -o $@ $< $(SQLITE_LIBS)
 
 difftest-build: deps
-	@$(MAKE) --no-print-directory VARIANT=rel bftree.so $(DIFFTEST)
+	@$(MAKE) --no-print-directory VARIANT=rel bftree.so $(SQL_CTESTS)
 
 test: difftest-build
 
@@ -28,6 +32,9 @@ sqltest: difftest-build
 
 difftest: difftest-build
 	$(DIFFTEST) ./bftree.so
+
+crash: difftest-build
+	BF_CRASH_KILLS=$${BF_CRASH_KILLS:-1000} build/rel/sql_tests/crashtest ./bftree.so
 
 # dlopen("bftree.so") searches LD_LIBRARY_PATH, the ld.so cache (lib*.so
 # names only) and the default directories, so the module goes into the

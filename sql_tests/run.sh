@@ -1,9 +1,11 @@
 #!/bin/sh
 # sql_tests/run.sh: run every sql_tests/*.sql through the sqlite3 shell and
-# compare with its .expected file; then run the differential test.
+# compare with its .expected file; then run the C test programs: the
+# differential test, the two-connection test and the short crash test
+# (BF_CRASH_KILLS kills, default 30; `make crash` runs 1000).
 #
 # Builds nothing: `make test` / `make sqltest` build bftree.so and
-# build/rel/sql_tests/difftest first.  Run from anywhere.
+# build/rel/sql_tests/{difftest,twoconn,crashtest} first.  Run from anywhere.
 #
 # Each test runs in a fresh directory $TESTDIR with the database
 # $TESTDIR/test.db, the current directory being the repository root (so
@@ -14,7 +16,7 @@
 #
 #   sql_tests/run.sh [name ...]   only the named tests (x or x.sql)
 #   SQLITE3=path                  the shell to use (default sqlite3)
-#   BF_SKIP_DIFFTEST=1            skip the differential test
+#   BF_SKIP_DIFFTEST=1            skip the C test programs
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 SQLITE3=${SQLITE3:-sqlite3}
@@ -49,18 +51,20 @@ for t in $tests; do
   rm -rf "$TESTDIR" "$WORK"
 done
 if [ -z "$BF_SKIP_DIFFTEST" ] && [ $# -eq 0 ]; then
-  bin="$ROOT/build/rel/sql_tests/difftest"
-  if [ -x "$bin" ]; then
-    echo "=== difftest"
-    if "$bin" "$ROOT/bftree.so"; then
-      passed=$((passed + 1))
+  for prog in difftest twoconn crashtest; do
+    bin="$ROOT/build/rel/sql_tests/$prog"
+    if [ -x "$bin" ]; then
+      echo "=== $prog"
+      if "$bin" "$ROOT/bftree.so"; then
+        passed=$((passed + 1))
+      else
+        failed=$((failed + 1)); failed_names="$failed_names $prog"
+      fi
     else
-      failed=$((failed + 1)); failed_names="$failed_names difftest"
+      echo "--- FAILED: $prog ($bin not built: make sqltest builds it)"
+      failed=$((failed + 1)); failed_names="$failed_names $prog"
     fi
-  else
-    echo "--- FAILED: difftest ($bin not built: make sqltest builds it)"
-    failed=$((failed + 1)); failed_names="$failed_names difftest"
-  fi
+  done
 fi
 [ -n "$failed_names" ] && echo "failed:$failed_names"
 echo "sql: $passed passed, $failed failed"

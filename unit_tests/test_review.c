@@ -292,7 +292,7 @@ static void test_writer_after_evict_error(void **state) {
   /* Park a writer after its entry checks: it waits for the gate. */
   struct writer_arg a = {t, -1, 0};
   pthread_t th;
-  pthread_rwlock_wrlock(&t->checkpoint_gate);
+  bf_gate_exclusive(&t->checkpoint_gate);
   assert_int_equal(pthread_create(&th, NULL, writer_main, &a), 0);
   struct timespec nap = {0, 200 * 1000 * 1000};
   nanosleep(&nap, NULL);
@@ -323,13 +323,13 @@ static void test_writer_after_evict_error(void **state) {
   uint32_t wclass = bf_buf_class_for(
       t->buf, BF_NODE_HEADER + bf_record_space(1, (uint32_t)bf_max_record_size(t) - 1));
   if (!bf_buf_needs_eviction(t->buf, wclass)) {
-    pthread_rwlock_unlock(&t->checkpoint_gate);
+    bf_gate_release(&t->checkpoint_gate);
     pthread_join(th, NULL);
     bf_abandon(t);
     f->tree = NULL;
     skip(); /* a free block of the writer's class: setup did not work */
   }
-  pthread_rwlock_unlock(&t->checkpoint_gate);
+  bf_gate_release(&t->checkpoint_gate);
 
   /* The writer must come back (with an error) within a few seconds. */
   for (int w = 0; w < 100 && !atomic_load(&a.done); w++) {

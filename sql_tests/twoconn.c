@@ -1,0 +1,415 @@
+/*
+** twoconn.c: transactions of the bftree module seen from two connections
+** of one process (the sqlite3 shell has only one).
+**
+** Usage: twoconn [path/to/bftree.so]        (default ./bftree.so)
+**   BF_TEST_DIR=dir   where the databases go (default /tmp)
+**
+** Checks:
+**   isolation   an open transaction's writes (bftree and native tables) are
+**               seen by its own connection and by no other until COMMIT;
+**               a reader is not blocked by the writer.
+**   busy        a second writer of the same database waits for its busy
+**               timeout, then gets SQLITE_BUSY.
+**   lock        the module's per-tree writer lock, reached through two
+**               databases whose tables share one data file: the second
+**               writer waits for its busy timeout and gets SQLITE_BUSY with
+**               a message naming the table; a writer in another thread that
+**               waits long enough gets the lock when the first commits.
+**   hook        a commit hook that refuses the COMMIT (xRollback after
+**               xSync): nothing of the transaction remains, also after
+**               reopening.
+**   busycommit  COMMIT refused with SQLITE_BUSY after xSync (a reader holds
+**               the database): more writes are refused with a message, a
+**               second COMMIT succeeds.
+**   cursor      a range scan overlaying the transaction that goes on across
+**               COMMIT returns every row once, in order (both directions).
+**   threads     two threads commit transactions on one table and a native
+**               table (WAL mode): counts and a shared counter agree.
+**
+** Prints each failed check and ends with "N passed, M failed".
+*/
+#include <sqlite3.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int passed, failed;
+static const char *so_path = "./bftree.so";
+static char dir[4096];
+
+static void check(int ok, const char *what, ...) {
+  if (ok) {
+    passed++;
+    return;
+  }
+  va_list ap;
+  va_start(ap, what);
+  fprintf(stderr, "FAILED: ");
+  vfprintf(stderr, what, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  failed++;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static sqlite3 *open_db(const char *name) {
+  char path[4200];
+  sqlite3 *db = NULL;
+  char *err = NULL;
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  if (sqlite3_open(path, &db) != SQLITE_OK) {
+    fprintf(stderr, "twoconn: cannot open %s\n", path);
+    exit(2);
+  }
+  sqlite3_enable_load_extension(db, 1);
+  if (sqlite3_load_extension(db, so_path, NULL, &err) != SQLITE_OK) {
+    fprintf(stderr, "twoconn: cannot load %s: %s\n", so_path, err);
+    exit(2);
+  }
+  return db;
+}
+
+/* Run sql; returns the result code (the message goes to *msg when asked). */
+static int run(sqlite3 *db, const char *sql, char **msg) {
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+  if (msg)
+    *msg = err;
+  else
+    sqlite3_free(err);
+  return rc;
+}
+
+static void must(sqlite3 *db, const char *sql) {
+  char *err = NULL;
+  if (run(db, sql, &err) != SQLITE_OK) {
+    fprintf(stderr, "FAILED: %s: %s\n", sql, err);
+    failed++;
+  }
+  sqlite3_free(err);
+}
+
+/* The first column of the first row as an integer (-1 on error). */
+static long long q_int(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = NULL;
+  long long v = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  else
+    fprintf(stderr, "twoconn: %s: %s\n", sql, sqlite3_errmsg(db));
+  sqlite3_finalize(st);
+  return v;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_isolation(void) {
+  sqlite3 *a = open_db("iso.db"), *b = open_db("iso.db");
+  must(a, "CREATE VIRTUAL TABLE t USING bftree(k INTEGER PRIMARY KEY, v);"
+          "CREATE TABLE n(k INTEGER PRIMARY KEY, v);"
+          "INSERT INTO t VALUES(1, 'one'); INSERT INTO n VALUES(1, 'one');");
+  must(a, "BEGIN; INSERT INTO t VALUES(2, 'two'); INSERT INTO n VALUES(2, 'two');"
+          "UPDATE t SET v = 'ONE' WHERE k = 1; DELETE FROM t WHERE k = 1;"
+          "INSERT INTO t VALUES(1, 'uno');");
+  check(q_int(a, "SELECT count(*) FROM t") == 2, "isolation: writer sees its rows");
+  check(q_int(a, "SELECT count(*) FROM t WHERE v = 'uno'") == 1,
+        "isolation: writer sees its update");
+  double t0 = now_ms();
+  check(q_int(b, "SELECT count(*) FROM t") == 1, "isolation: reader sees 1 row");
+  check(q_int(b, "SELECT count(*) FROM t WHERE k = 2") == 0,
+        "isolation: reader does not see the insert (point look-up)");
+  check(q_int(b, "SELECT count(*) FROM t WHERE v = 'one'") == 1,
+        "isolation: reader sees the old value");
+  check(q_int(b, "SELECT count(*) FROM n") == 1, "isolation: native table too");
+  check(now_ms() - t0 < 1000, "isolation: the reader was not blocked");
+  must(a, "COMMIT");
+  check(q_int(b, "SELECT count(*) FROM t") == 2, "isolation: committed rows seen");
+  check(q_int(b, "SELECT count(*) FROM t WHERE v = 'uno'") == 1,
+        "isolation: committed update seen");
+  check(q_int(b, "SELECT count(*) FROM n") == 2, "isolation: native committed");
+  /* rollback leaves nothing for the other connection either */
+  must(a, "BEGIN; INSERT INTO t VALUES(3, 'three'); ROLLBACK");
+  check(q_int(b, "SELECT count(*) FROM t") == 2, "isolation: rolled back");
+  sqlite3_close(a);
+  sqlite3_close(b);
+}
+
+static void test_busy(void) {
+  sqlite3 *a = open_db("busy.db"), *b = open_db("busy.db");
+  char *msg = NULL;
+  must(a, "CREATE VIRTUAL TABLE t USING bftree(k INTEGER PRIMARY KEY, v)");
+  must(a, "BEGIN; INSERT INTO t VALUES(1, 'a')");
+  sqlite3_busy_timeout(b, 300);
+  double t0 = now_ms();
+  int rc = run(b, "INSERT INTO t VALUES(2, 'b')", &msg);
+  double waited = now_ms() - t0;
+  check(rc == SQLITE_BUSY, "busy: second writer gets SQLITE_BUSY (got %d: %s)",
+        rc, msg ? msg : "");
+  check(waited >= 250, "busy: second writer waited for its timeout (%.0f ms)",
+        waited);
+  sqlite3_free(msg);
+  must(a, "COMMIT");
+  must(b, "INSERT INTO t VALUES(2, 'b')");
+  check(q_int(a, "SELECT count(*) FROM t") == 2, "busy: both rows in the end");
+  sqlite3_close(a);
+  sqlite3_close(b);
+}
+
+struct waiter {
+  sqlite3 *db;
+  int rc;
+  double waited;
+};
+
+static void *waiter_main(void *arg) {
+  struct waiter *w = arg;
+  double t0 = now_ms();
+  w->rc = run(w->db, "INSERT INTO s VALUES(20, 'from b')", NULL);
+  w->waited = now_ms() - t0;
+  return NULL;
+}
+
+static void test_lock(void) {
+  sqlite3 *a = open_db("lock_a.db"), *b = open_db("lock_b.db");
+  char *msg = NULL;
+  must(a, "CREATE VIRTUAL TABLE s USING bftree(k INTEGER PRIMARY KEY, v, "
+          "file='lock_shared.bftree')");
+  must(b, "CREATE VIRTUAL TABLE s USING bftree(k INTEGER PRIMARY KEY, v, "
+          "file='lock_shared.bftree')");
+  must(a, "BEGIN; INSERT INTO s VALUES(10, 'from a')");
+  sqlite3_busy_timeout(b, 300);
+  double t0 = now_ms();
+  int rc = run(b, "INSERT INTO s VALUES(11, 'b')", &msg);
+  double waited = now_ms() - t0;
+  check(rc == SQLITE_BUSY, "lock: second writer gets SQLITE_BUSY (got %d)", rc);
+  check(msg && strstr(msg, "table s is locked"),
+        "lock: the message names the table (%s)", msg ? msg : "");
+  check(waited >= 250 && waited < 3000, "lock: waited for the busy timeout (%.0f ms)",
+        waited);
+  sqlite3_free(msg);
+  check(q_int(b, "SELECT count(*) FROM s") == 0, "lock: reader not blocked");
+  /* A waiter with a long timeout gets the lock when a commits. */
+  struct waiter w = {b, -1, 0};
+  pthread_t th;
+  sqlite3_busy_timeout(b, 10000);
+  pthread_create(&th, NULL, waiter_main, &w);
+  usleep(200 * 1000);
+  must(a, "COMMIT");
+  pthread_join(th, NULL);
+  check(w.rc == SQLITE_OK, "lock: the waiter wrote after the commit (rc %d)", w.rc);
+  check(w.waited >= 150 && w.waited < 5000, "lock: the waiter waited (%.0f ms)",
+        w.waited);
+  check(q_int(a, "SELECT count(*) FROM s") == 2, "lock: both rows");
+  /* busy_timeout 0: no wait at all */
+  must(a, "BEGIN; INSERT INTO s VALUES(12, 'a')");
+  sqlite3_busy_timeout(b, 0);
+  t0 = now_ms();
+  rc = run(b, "INSERT INTO s VALUES(13, 'b')", NULL);
+  check(rc == SQLITE_BUSY && now_ms() - t0 < 100, "lock: no timeout, no wait");
+  must(a, "ROLLBACK");
+  must(b, "INSERT INTO s VALUES(13, 'b')");
+  check(q_int(a, "SELECT count(*) FROM s") == 3, "lock: after the rollback");
+  sqlite3_close(a);
+  sqlite3_close(b);
+}
+
+static int refuse_commit(void *p) {
+  return *(int *)p;
+}
+
+static void test_hook(void) {
+  sqlite3 *a = open_db("hook.db");
+  int refuse = 0;
+  must(a, "CREATE VIRTUAL TABLE t USING bftree(k INTEGER PRIMARY KEY, v);"
+          "CREATE TABLE n(k INTEGER PRIMARY KEY, v);"
+          "INSERT INTO t VALUES(1, 'kept'); INSERT INTO n VALUES(1, 'kept')");
+  long long id0 = q_int(a, "SELECT substr(hex(commit_id), 9) FROM t_bftree");
+  sqlite3_commit_hook(a, refuse_commit, &refuse);
+  refuse = 1;
+  int rc = run(a, "BEGIN; INSERT INTO t VALUES(2, 'gone'); UPDATE t SET v = 'changed';"
+                  "INSERT INTO n VALUES(2, 'gone'); COMMIT", NULL);
+  check(rc == SQLITE_CONSTRAINT, "hook: COMMIT refused (rc %d)", rc);
+  check(sqlite3_get_autocommit(a), "hook: transaction rolled back");
+  rc = run(a, "INSERT INTO t VALUES(3, 'gone too')", NULL);
+  check(rc == SQLITE_CONSTRAINT, "hook: autocommit refused (rc %d)", rc);
+  check(q_int(a, "SELECT count(*) FROM t") == 1, "hook: bftree rows rolled back");
+  check(q_int(a, "SELECT count(*) FROM t WHERE v = 'kept'") == 1,
+        "hook: update rolled back");
+  check(q_int(a, "SELECT count(*) FROM n") == 1, "hook: native rows rolled back");
+  check(q_int(a, "SELECT substr(hex(commit_id), 9) FROM t_bftree") == id0,
+        "hook: shadow number unchanged");
+  refuse = 0;
+  must(a, "INSERT INTO t VALUES(4, 'later'); INSERT INTO n VALUES(4, 'later')");
+  sqlite3_close(a);
+  a = open_db("hook.db");
+  check(q_int(a, "SELECT count(*) FROM t") == 2, "hook: after reopening, 2 rows");
+  check(q_int(a, "SELECT count(*) FROM t WHERE k IN (2, 3)") == 0,
+        "hook: refused rows not replayed");
+  check(q_int(a, "SELECT bftree_check('t') = 'ok'") == 1, "hook: check ok");
+  sqlite3_close(a);
+}
+
+static void test_busy_commit(void) {
+  sqlite3 *a = open_db("bc.db"), *b = open_db("bc.db");
+  char *msg = NULL;
+  must(a, "CREATE VIRTUAL TABLE t USING bftree(k INTEGER PRIMARY KEY, v);"
+          "CREATE TABLE n(k INTEGER PRIMARY KEY, v);"
+          "INSERT INTO n VALUES(0, 'x')");
+  must(b, "BEGIN; SELECT count(*) FROM n"); /* b holds a SHARED lock */
+  must(a, "BEGIN; INSERT INTO t VALUES(1, 'a'); INSERT INTO n VALUES(1, 'a')");
+  int rc = run(a, "COMMIT", NULL);
+  check(rc == SQLITE_BUSY, "busycommit: COMMIT busy (rc %d)", rc);
+  check(!sqlite3_get_autocommit(a), "busycommit: still in the transaction");
+  check(q_int(b, "SELECT count(*) FROM t") == 0, "busycommit: reader not blocked");
+  rc = run(a, "INSERT INTO t VALUES(2, 'b')", &msg);
+  check(rc == SQLITE_ERROR && msg && strstr(msg, "being committed"),
+        "busycommit: further writes refused (%d %s)", rc, msg ? msg : "");
+  sqlite3_free(msg);
+  must(b, "COMMIT");
+  must(a, "COMMIT");
+  check(q_int(b, "SELECT count(*) FROM t") == 1, "busycommit: committed");
+  check(q_int(b, "SELECT count(*) FROM n") == 2, "busycommit: native committed");
+  /* the same, ending with ROLLBACK */
+  must(b, "BEGIN; SELECT count(*) FROM n");
+  must(a, "BEGIN; INSERT INTO t VALUES(3, 'c'); INSERT INTO n VALUES(3, 'c')");
+  rc = run(a, "COMMIT", NULL);
+  check(rc == SQLITE_BUSY, "busycommit: second COMMIT busy (rc %d)", rc);
+  must(a, "ROLLBACK");
+  must(b, "COMMIT");
+  check(q_int(b, "SELECT count(*) FROM t") == 1, "busycommit: rolled back");
+  must(a, "INSERT INTO t VALUES(4, 'd')");
+  sqlite3_close(a);
+  sqlite3_close(b);
+  a = open_db("bc.db");
+  check(q_int(a, "SELECT count(*) FROM t WHERE k IN (1, 4)") == 2,
+        "busycommit: after reopening");
+  check(q_int(a, "SELECT count(*) FROM t") == 2, "busycommit: 2 rows after reopening");
+  sqlite3_close(a);
+}
+
+static void test_cursor(void) {
+  sqlite3 *a = open_db("cur.db");
+  must(a, "CREATE VIRTUAL TABLE t USING bftree(k INTEGER PRIMARY KEY, v, "
+          "buffer_size='128KiB')");
+  must(a, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
+          "WHERE i < 2000) INSERT INTO t SELECT i * 2, printf('%0100d', i) FROM c");
+  for (int desc = 0; desc < 2; desc++) {
+    must(a, "BEGIN; WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+            "FROM c WHERE i < 2000) INSERT OR REPLACE INTO t SELECT i * 2 + 1, 'odd' "
+            "FROM c; DELETE FROM t WHERE k % 10 = 0");
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(a, desc ? "SELECT k FROM t WHERE k > 100 ORDER BY k DESC"
+                               : "SELECT k FROM t WHERE k > 100 ORDER BY k",
+                       -1, &st, NULL);
+    long long prev = desc ? 1LL << 40 : 0, n = 0;
+    int ok = 1, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+      long long k = sqlite3_column_int64(st, 0);
+      if (desc ? k >= prev : k <= prev) ok = 0;
+      if (k % 10 == 0) ok = 0;
+      prev = k;
+      if (++n == 500) {
+        if (desc == 0)
+          must(a, "COMMIT"); /* the scan goes on over the committed tree */
+        else
+          must(a, "COMMIT; INSERT INTO t VALUES(50, 'new')");
+      }
+    }
+    check(step == SQLITE_DONE, "cursor %d: scan ended cleanly (%d)", desc, step);
+    sqlite3_finalize(st);
+    long long expect = q_int(a, "SELECT count(*) FROM t WHERE k > 100");
+    check(ok, "cursor %d: rows in order, no deleted row", desc);
+    check(n == expect, "cursor %d: %lld rows, expected %lld", desc, n, expect);
+    must(a, "DELETE FROM t WHERE k % 2 = 1 OR k = 50");
+  }
+  check(q_int(a, "SELECT count(*) FROM t") == 2000 - 400, "cursor: final count");
+  sqlite3_close(a);
+}
+
+struct worker {
+  int id, n, rc;
+  char err[256];
+};
+
+static void *worker_main(void *arg) {
+  struct worker *w = arg;
+  sqlite3 *db = open_db("thr.db");
+  sqlite3_busy_timeout(db, 20000);
+  char sql[512];
+  w->rc = SQLITE_OK;
+  for (int i = 0; i < w->n && w->rc == SQLITE_OK; i++) {
+    int k = w->id * 100000 + i;
+    snprintf(sql, sizeof sql,
+             "BEGIN; INSERT INTO t VALUES(%d, 'w%d'); INSERT INTO n VALUES(%d, 'w%d');"
+             "UPDATE t SET v = v + 1 WHERE k = 0; UPDATE n SET v = v + 1 WHERE k = 0;"
+             "COMMIT",
+             k, w->id, k, w->id);
+    char *err = NULL;
+    w->rc = run(db, sql, &err);
+    if (w->rc != SQLITE_OK) {
+      snprintf(w->err, sizeof w->err, "%s", err ? err : "?");
+      run(db, "ROLLBACK", NULL);
+    }
+    sqlite3_free(err);
+  }
+  sqlite3_close(db);
+  return NULL;
+}
+
+static void test_threads(void) {
+  sqlite3 *a = open_db("thr.db");
+  must(a, "PRAGMA journal_mode = WAL;"
+          "CREATE VIRTUAL TABLE t USING bftree(k INTEGER PRIMARY KEY, v, synchronous=off);"
+          "CREATE TABLE n(k INTEGER PRIMARY KEY, v);"
+          "INSERT INTO t VALUES(0, 0); INSERT INTO n VALUES(0, 0)");
+  pthread_t th[2];
+  struct worker w[2];
+  for (int i = 0; i < 2; i++) {
+    w[i] = (struct worker){.id = i + 1, .n = 150};
+    pthread_create(&th[i], NULL, worker_main, &w[i]);
+  }
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < 2; i++)
+    check(w[i].rc == SQLITE_OK, "threads: worker %d: rc %d %s", i, w[i].rc, w[i].err);
+  check(q_int(a, "SELECT count(*) FROM t") == 301, "threads: bftree count");
+  check(q_int(a, "SELECT count(*) FROM n") == 301, "threads: native count");
+  check(q_int(a, "SELECT v FROM t WHERE k = 0") == 300, "threads: bftree counter");
+  check(q_int(a, "SELECT v FROM n WHERE k = 0") == 300, "threads: native counter");
+  sqlite3_close(a);
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1) so_path = argv[1];
+  const char *base = getenv("BF_TEST_DIR");
+  snprintf(dir, sizeof dir, "%s/bftree-twoconn-XXXXXX", base && *base ? base : "/tmp");
+  if (!mkdtemp(dir)) {
+    perror("twoconn: mkdtemp");
+    return 2;
+  }
+  double t0 = now_ms();
+  test_isolation();
+  test_busy();
+  test_lock();
+  test_hook();
+  test_busy_commit();
+  test_cursor();
+  test_threads();
+  char cmd[4200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (failed == 0 && system(cmd) != 0) fprintf(stderr, "twoconn: cannot remove %s\n", dir);
+  printf("twoconn: %.1f s\n%d passed, %d failed\n", (now_ms() - t0) / 1e3, passed,
+         failed);
+  return failed ? 1 : 0;
+}
