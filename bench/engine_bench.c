@@ -83,9 +83,18 @@ static uint64_t zipf_next(const struct zipf *z, uint64_t *s) {
 static struct zipf zipf;
 static bf_tree *tree;
 
-/* Scramble rank -> key number (a bijection on [0, keys)). */
+/* Scramble rank -> key number: a bijection on [0, keys), so hot ranks
+** spread over the key space.  x -> (x * odd + c) mod 2^k is a bijection on
+** [0, 2^k); walking its cycle until the value is below keys restricts it
+** to [0, keys). */
 static uint64_t key_of_rank(uint64_t rank) {
-  return (rank * 0x9E3779B97F4A7C15ull) % opt_keys; /* keys is odd-coprime */
+  uint64_t mask = 1;
+  while (mask < opt_keys) mask <<= 1;
+  mask -= 1;
+  uint64_t y = rank;
+  do y = (y * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) & mask;
+  while (y >= opt_keys);
+  return y;
 }
 
 static uint64_t pick(uint64_t *s) {
@@ -243,7 +252,6 @@ int main(int argc, char **argv) {
   uint64_t buffer = opt_buffer_mib << 20;
   /* Default data set: 4x the buffer in key+value bytes. */
   if (!opt_keys) opt_keys = 4 * buffer / (8 + opt_value);
-  if (opt_keys % 2 == 0) opt_keys++; /* odd: the rank scramble is a bijection */
   if (!opt_ops) opt_ops = opt_keys < 1000000 ? opt_keys : 1000000;
   if (opt_theta > 0) zipf_init(&zipf, opt_keys, opt_theta);
 
