@@ -282,7 +282,7 @@ static int bytes_put_key(struct bytes *b, const uint8_t *key, uint32_t len) {
 }
 
 int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
-                  struct bf_ckpt_image *image) {
+                  struct bf_ckpt_image *image, bool *uncertain) {
   const uint32_t ps = image->page_size;
   const size_t per_page = ps - META_HEADER;
   struct bytes b = {0};
@@ -291,6 +291,7 @@ int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
   struct super sb;
   int rc = BF_OK;
 
+  *uncertain = false;
   /* Serialise the leaves.  The free list is appended below, once the
   ** metadata pages have been taken from it. */
   rc = bytes_put64(&b, image->leaf_count);
@@ -370,8 +371,16 @@ int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
     memset(page, 0, ps);
     super_encode(&sb, page);
     rc = bf_io_write(io, page, ps, (sb.generation % 2) * ps);
+    if (rc == BF_OK) rc = bf_io_sync(io);
+    if (rc != BF_OK) {
+      /* The superblock may be on the disk or not, whatever the error said:
+      ** both checkpoints must stay readable, so nothing either references
+      ** may be reused, the new metadata pages included (they stay out of
+      ** every list).  The caller stops writing (see bf_int.h). */
+      *uncertain = true;
+      goto out;
+    }
   }
-  if (rc == BF_OK) rc = bf_io_sync(io);
   if (rc != BF_OK) goto out_return_meta;
 
   /* The new checkpoint is durable: what the old one referenced and was
@@ -384,6 +393,7 @@ int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
   s->meta.count = 0;
   if (rc == BF_OK) rc = list_append(&s->meta, &meta);
   pthread_mutex_unlock(&s->lock);
+  if (rc != BF_OK) *uncertain = true; /* durable, but the lists are not */
   goto out;
 
 out_return_meta:

@@ -728,9 +728,13 @@ int bf_ckpt_probe(struct bf_io *io, uint32_t *page_size, char **errmsg);
 /* Write image (the leaves with their current disk pages) as the new
 ** checkpoint: metadata pages, fsync, superblock, fsync; then pages freed
 ** since the previous checkpoint become reusable.  image->generation is
-** incremented.  The caller guarantees no leaf page changes meanwhile. */
+** incremented.  The caller guarantees no leaf page changes meanwhile.
+** On an error, *uncertain says whether the superblock write was under way:
+** then the new checkpoint may or may not be durable, the pages of both stay
+** reserved, and the caller must write no more (the tree goes read-only
+** until reopened, which finds whichever superblock reached the disk). */
 int bf_ckpt_write(struct bf_io *io, struct bf_space *space,
-                  struct bf_ckpt_image *image);
+                  struct bf_ckpt_image *image, bool *uncertain);
 
 
 /* ========================================================================

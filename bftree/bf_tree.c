@@ -1274,11 +1274,12 @@ static int checkpoint_locked(bf_tree *t, bool drop) {
     image.lsn = lsn;
     image.file_id = t->file_id;
     image.last_commit_id = atomic_load(&t->last_commit_id);
-    rc = bf_ckpt_write(t->io, t->space, &image);
+    bool uncertain = false;
+    rc = bf_ckpt_write(t->io, t->space, &image, &uncertain);
+    if (rc != BF_OK && uncertain) set_error(t, rc);
   }
-  /* The checkpoint is durable: the log can start over. */
-  if (rc == BF_OK && t->wal) rc = bf_wal_reset(t->wal, lsn);
   if (rc == BF_OK) {
+    /* The checkpoint is durable: its pages are now the ones to protect. */
     BF_COUNT(t, checkpoints, 1);
     t->generation = image.generation;
     for (uint64_t i = 0; i < image.leaf_count; i++) {
@@ -1287,6 +1288,8 @@ static int checkpoint_locked(bf_tree *t, bool drop) {
       e->flags |= BF_ENTRY_IN_CHECKPOINT;
       bf_unlatch_exclusive(&e->latch);
     }
+    /* The log can start over (an error here is sticky in the log). */
+    if (t->wal) rc = bf_wal_reset(t->wal, lsn);
   }
   bf_ckpt_image_free(&image);
   free(b.ids);

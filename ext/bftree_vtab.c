@@ -65,6 +65,9 @@
 **                id is written into the shadow table, then bf_txn_prepare
 **                logs the transaction durably (per synchronous) and holds
 **                the tree's write gate.  An empty transaction skips both.
+**                A one-statement (autocommit) transaction writing only this
+**                bftree table skips the shadow row and commits with id 0:
+**                nothing else must commit with it.
 **   xCommit      bf_txn_commit (applies the writes), drop the writer lock.
 **   xRollback    bf_txn_abort (after xSync the engine checkpoints so that
 **                its log forgets the transaction), drop the writer lock.
@@ -473,6 +476,8 @@ typedef struct bfx_vtab {
   bfx_shared *tsh;     /* while holds_lock: the locked tree, referenced */
   bool prepared;       /* invariant 5 */
   bool no_shadow;      /* the table has no shadow table (older version) */
+  bool implicit_txn;   /* the transaction began in autocommit mode: it is
+                       ** one statement's (see bfxSync) */
   uint32_t *marks;     /* invariant 3 */
   int nmarks, cmarks;
   bfx_keyset moved;
@@ -1854,6 +1859,7 @@ static void txn_end(bfx_vtab *vt) {
     bfx_shared_writer_unlock(sh, vt);
     vt->tsh = NULL;
     vt->holds_lock = false;
+    vt->conn->writers--;
     bfx_shared_release(sh); /* the reference taken with the lock */
   }
   vt->prepared = false;
@@ -1895,11 +1901,13 @@ static int txn_ensure(bfx_vtab *vt) {
     bfx_shared_ref(sh);
     vt->tsh = sh;
     vt->holds_lock = true;
+    vt->conn->writers++;
     vt->prepared = false;
     vt->nmarks = 0;
     keyset_clear(&vt->moved);
   }
   if (!vt->txn) {
+    vt->implicit_txn = sqlite3_get_autocommit(vt->db) != 0;
     int st = bf_txn_begin(vt->tsh->tree, &vt->txn);
     if (st != BF_OK) {
       vt->txn = NULL;
@@ -1980,11 +1988,22 @@ static int bfxSync(sqlite3_vtab *tab) {
   uint64_t id = bf_last_commit_id(sh->tree);
   if (sh->commit_floor > id) id = sh->commit_floor;
   id++;
-  if (!vt->entry->temporary && !vt->no_shadow) {
+  /* The shadow row is needed only when the commit must be atomic with
+  ** something else: a native table or another bftree table written in the
+  ** same transaction.  A transaction that began in autocommit mode is one
+  ** statement, which writes its target table alone: a bftree table is
+  ** DIRECTONLY, so no trigger writes it, and it has no triggers of its own.
+  ** With no other bftree table of this connection in a write transaction,
+  ** the engine's own commit is then atomic, and id 0 makes recovery replay
+  ** it whatever the shadow row says; skipping the row saves a database
+  ** page (4 KiB in the database's log) per commit. */
+  bool use_shadow = !vt->entry->temporary && !vt->no_shadow &&
+                    !(vt->implicit_txn && vt->conn->writers == 1);
+  if (use_shadow) {
     int rc = shadow_write(vt, id);
     if (rc != SQLITE_OK) return rc;
   }
-  if (vt->entry->temporary || vt->no_shadow) id = 0; /* no database number */
+  if (!use_shadow) id = 0; /* no database number */
   int st = bf_txn_prepare(vt->txn, id);
   if (st != BF_OK) return vt_engine_error(vt, st, "commit");
   vt->prepared = true;

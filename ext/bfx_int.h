@@ -193,6 +193,8 @@ struct bfx_conn {
   struct sqlite3 *db;
   int refs;              /* module + helper functions + each bfx_vtab */
   bfx_entry *entries;    /* tables this connection has used */
+  int writers;           /* bfx_vtabs of this connection holding their
+                         ** tree's writer lock (in a write transaction) */
 };
 
 struct bfx_entry {

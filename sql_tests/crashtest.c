@@ -25,7 +25,10 @@
 **   - sets the shared row -(n % 8 + 1) to n in both tables;
 **   - deletes the rows of transaction n - WINDOW (a range DELETE) in both;
 **   - inserts n into txlog;
-** and after COMMIT returns it writes n to a pipe.  Every 5th n it first runs
+** and after COMMIT returns it inserts row n into the bftree table at in an
+** autocommit statement (a one-table commit: no shadow row, logged with
+** commit id 0), then writes n to a pipe; at its start it inserts row M
+** into at if missing (killed between the two).  Every 5th n it first runs
 ** a transaction that it rolls back; every 11th n a commit hook first
 ** refuses the COMMIT (SQLite rolls back after the module's xSync); every
 ** 37th n it closes and reopens the database (a clean close checkpoints).
@@ -38,7 +41,8 @@
 **   - every reported transaction is there: M >= the largest reported, and
 **     at most one unreported transaction per child since the last report
 **     (or verification) committed;
-**   - txlog holds exactly 1..M;
+**   - txlog holds exactly 1..M; at holds exactly 1..M or 1..M-1, each
+**     row with its value, every reported number among them;
 **   - bt and nt each hold exactly the rows that transactions 1..M leave
 **     (nothing of a later, rolled-back or refused transaction, nothing
 **     missing), compared row by row in key order (a full scan);
@@ -204,6 +208,11 @@ static void child_main(const char *path, int fd) {
   long long m = q_int(db, "SELECT coalesce(max(n), 0) FROM txlog");
   /* Open the tree (recovery runs here), then say so. */
   if (m < 0 || q_int(db, "SELECT count(*) FROM bt WHERE k = -1") != 1) _exit(4);
+  char ac[128];
+  if (m > 0) {
+    snprintf(ac, sizeof ac, "INSERT OR IGNORE INTO at VALUES(%lld, 'a%lld')", m, m);
+    if (exec(db, ac) != SQLITE_OK) _exit(13);
+  }
   long long zero = 0;
   if (write(fd, &zero, sizeof zero) != sizeof zero) _exit(5);
   for (long long n = m + 1;; n++) {
@@ -221,6 +230,8 @@ static void child_main(const char *path, int fd) {
       if (exec(db, txn_sql(n)) != SQLITE_CONSTRAINT_COMMITHOOK) _exit(7);
     }
     if (exec(db, txn_sql(n)) != SQLITE_OK) _exit(8);
+    snprintf(ac, sizeof ac, "INSERT INTO at VALUES(%lld, 'a%lld')", n, n);
+    if (exec(db, ac) != SQLITE_OK) _exit(14);
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) _exit(12); /* fd stolen */
     if (write(fd, &n, sizeof n) != sizeof n) _exit(9);
@@ -323,6 +334,15 @@ static long long verify(const char *path, long long reported, long pending) {
   check(q_int(db, "SELECT count(*) FROM txlog") == m &&
             q_int(db, "SELECT coalesce(min(n), 1) FROM txlog") == 1,
         "txlog holds 1..%lld", m);
+  long long at_max = q_int(db, "SELECT coalesce(max(k), 0) FROM at");
+  check((at_max == m || at_max == m - 1 || (m == 0 && at_max == 0)) &&
+            q_int(db, "SELECT count(*) FROM at") == at_max &&
+            q_int(db, "SELECT coalesce(min(k), 1) FROM at") == 1 &&
+            q_int(db, "SELECT count(*) FROM at WHERE v IS NOT 'a' || k") == 0,
+        "autocommit table at: rows 1..%lld (count %lld), transactions 1..%lld",
+        at_max, q_int(db, "SELECT count(*) FROM at"), m);
+  check(at_max >= reported, "autocommit insert %lld was reported, at has only "
+                            "up to %lld", reported, at_max);
   size_t n = 0;
   row *exp = expected_rows(m, &n);
   compare(db, "bt", "SELECT k, v FROM bt", exp, 0, n, 0);
@@ -363,12 +383,14 @@ static int setup(const char *path, const char *sync, int wal) {
            "%s"
            "CREATE VIRTUAL TABLE bt USING bftree(k INTEGER PRIMARY KEY, v, "
            "synchronous='%s', buffer_size='128KiB');"
+           "CREATE VIRTUAL TABLE at USING bftree(k INTEGER PRIMARY KEY, v, "
+           "synchronous='%s', buffer_size='128KiB');"
            "CREATE TABLE nt(k INTEGER PRIMARY KEY, v);"
            "CREATE TABLE txlog(n INTEGER PRIMARY KEY);"
            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 8)"
            "INSERT INTO bt SELECT -i, 0 FROM c;"
            "INSERT INTO nt SELECT k, v FROM bt;",
-           wal ? "PRAGMA journal_mode = WAL;" : "", sync);
+           wal ? "PRAGMA journal_mode = WAL;" : "", sync, sync);
   int rc = exec(db, sql);
   sqlite3_close(db);
   return rc == SQLITE_OK ? 0 : -1;

@@ -1,6 +1,8 @@
 -- The shadow table <table>_bftree holding the number of the table's last
 -- committed transaction: created, advanced only by commits that wrote the
--- table, renamed and dropped with the table, read-only in defensive mode,
+-- table together with something else (an autocommit statement writes its
+-- table alone and leaves the row as it was: its commit is atomic by
+-- itself), renamed and dropped with the table, read-only in defensive mode,
 -- and tables without it still work (bftree-only; checked by hand).
 .load ./bftree
 CREATE TABLE n(x);
@@ -11,6 +13,10 @@ SELECT type, name, sql FROM sqlite_schema ORDER BY name;
 SELECT 'created', rowid, hex(commit_id) FROM t_bftree;
 INSERT INTO t VALUES(1, 'a'), (2, 'b');
 SELECT 'autocommit', hex(commit_id) FROM t_bftree;
+BEGIN;
+INSERT INTO t VALUES(11, 'k');
+COMMIT;
+SELECT 'explicit, this table alone', hex(commit_id) FROM t_bftree;
 BEGIN;
 INSERT INTO t VALUES(3, 'c');
 UPDATE n SET x = x + 1;
@@ -37,18 +43,18 @@ COMMIT;
 SELECT 'two tables', (SELECT hex(commit_id) FROM t_bftree), (SELECT hex(commit_id) FROM u_bftree);
 ALTER TABLE t RENAME TO t2;
 SELECT name FROM sqlite_schema WHERE name LIKE 't%' ORDER BY name;
-INSERT INTO t2 VALUES(7, 'g');
+BEGIN; INSERT INTO t2 VALUES(7, 'g'); COMMIT;
 SELECT 'renamed', hex(commit_id) FROM t2_bftree;
 .dbconfig defensive on
 UPDATE t2_bftree SET commit_id = x'00';
 DELETE FROM t2_bftree;
 DROP TABLE t2_bftree;
-INSERT INTO t2 VALUES(8, 'h');
+BEGIN; INSERT INTO t2 VALUES(8, 'h'); COMMIT;
 SELECT 'defensive', hex(commit_id) FROM t2_bftree;
 .dbconfig defensive off
 -- a damaged shadow row is rewritten at the next commit
 UPDATE t2_bftree SET commit_id = 'junk';
-INSERT INTO t2 VALUES(9, 'i');
+BEGIN; INSERT INTO t2 VALUES(9, 'i'); COMMIT;
 SELECT 'repaired', rowid, hex(commit_id) FROM t2_bftree;
 -- a table without its shadow table (as made before shadow tables existed)
 DROP TABLE t2_bftree;
@@ -71,10 +77,10 @@ SELECT 'left', name FROM sqlite_schema ORDER BY name;
 -- reopened: the numbers survive
 CREATE VIRTUAL TABLE r USING bftree(k INTEGER PRIMARY KEY, v);
 INSERT INTO r VALUES(1, 'x');
-INSERT INTO r VALUES(2, 'y');
+BEGIN; INSERT INTO r VALUES(2, 'y'); COMMIT;
 .open @TESTDIR@/test.db
 .load ./bftree
 SELECT 'reopened', hex(commit_id) FROM r_bftree;
-INSERT INTO r VALUES(3, 'z');
+BEGIN; INSERT INTO r VALUES(3, 'z'); COMMIT;
 SELECT 'next', hex(commit_id) FROM r_bftree;
 SELECT group_concat(k || v, ' ') FROM r;

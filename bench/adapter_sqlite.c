@@ -1,0 +1,357 @@
+/*
+** adapter_sqlite.c: three adapters that go through the SQLite library.
+**
+**   sqlite-sql  native SQLite, SQL text: every operation is a fresh SQL
+**               string with its values written as literals (integers,
+**               x'..' blobs), compiled with sqlite3_prepare_v2, stepped and
+**               finalized: what sqlite3_exec() does, and what a program
+**               that builds SQL strings pays.
+**   sqlite-c    native SQLite through its C API: one prepared statement per
+**               operation kind, made once, then bound, stepped and reset.
+**               SQLite has no public access path below prepared statements
+**               (its b-tree layer is internal), so this is the lowest one.
+**   bftree-sql  the bftree virtual table (bftree.so, loaded with
+**               sqlite3_load_extension), with exactly the statements of
+**               sqlite-sql (text mode).
+**   bftree-sql-prep  the same table through the statements of sqlite-c
+**               (prepared mode): the pair to compare with sqlite-c.
+**   `--sql-mode text|prepared` overrides any of them.
+**
+** SCHEMA.  Native: CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB) WITHOUT
+** ROWID (k BLOB for 16-byte keys).  bftree: CREATE VIRTUAL TABLE t USING
+** bftree(k INTEGER PRIMARY KEY, v BLOB, buffer_size=<cache bytes>,
+** synchronous='normal').
+**
+** LOAD BATCHES (--load-batch N): BEGIN, N inserts, COMMIT.
+**
+** STATEMENTS.  insert: INSERT INTO t(k,v) VALUES(?,?); update: UPDATE t SET
+** v=? WHERE k=?; read: SELECT v FROM t WHERE k=?; scan: SELECT k,v FROM t
+** WHERE k>=? ORDER BY k LIMIT 100.  Each runs in autocommit mode: one
+** transaction per operation.
+**
+** MEMORY AND DURABILITY.  PRAGMA journal_mode=WAL, synchronous=NORMAL (the
+** WAL is written at every commit and fsynced only at checkpoints: log on,
+** no fsync per operation), wal_autocheckpoint default (1000 pages),
+** mmap_size 0 (default).  Native: PRAGMA cache_size = -(cache bytes / 1024).
+** bftree-sql: the table's buffer_size = cache bytes; the main database holds
+** only the schema and keeps SQLite's default cache size.
+*/
+#include "ycsb.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sq {
+  sqlite3 *db;
+  const char *name;
+  int mode;            /* enum ycsb_sql_mode */
+  bool intkey;         /* 8-byte keys as INTEGER */
+  size_t key_size, value_size;
+  sqlite3_stmt *ins, *upd, *sel, *scan; /* prepared mode */
+  char sql[8192 + 64];
+} sq;
+
+static int sq_fail(sq *h, const char *what) {
+  fprintf(stderr, "ycsb: %s: %s: %s\n", h->name, what, sqlite3_errmsg(h->db));
+  return YCSB_ERR;
+}
+
+static int sq_exec(sq *h, const char *sql) {
+  char *err = NULL;
+  if (sqlite3_exec(h->db, sql, NULL, NULL, &err) != SQLITE_OK) {
+    fprintf(stderr, "ycsb: %s: %s: %s\n", h->name, sql, err ? err : "?");
+    sqlite3_free(err);
+    return YCSB_ERR;
+  }
+  return YCSB_OK;
+}
+
+/* Append a key literal (text mode) at p; returns the new end. */
+static char *key_literal(sq *h, char *p, const uint8_t *key) {
+  if (h->intkey) return p + sprintf(p, "%lld", (long long)ycsb_key_to_int(key));
+  static const char hex[] = "0123456789abcdef";
+  *p++ = 'x';
+  *p++ = '\'';
+  for (size_t i = 0; i < h->key_size; i++) {
+    *p++ = hex[key[i] >> 4];
+    *p++ = hex[key[i] & 15];
+  }
+  *p++ = '\'';
+  *p = 0;
+  return p;
+}
+
+static char *blob_literal(char *p, const uint8_t *b, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  *p++ = 'x';
+  *p++ = '\'';
+  for (size_t i = 0; i < n; i++) {
+    *p++ = hex[b[i] >> 4];
+    *p++ = hex[b[i] & 15];
+  }
+  *p++ = '\'';
+  *p = 0;
+  return p;
+}
+
+static int bind_key(sq *h, sqlite3_stmt *st, int i, const uint8_t *key) {
+  if (h->intkey) return sqlite3_bind_int64(st, i, ycsb_key_to_int(key));
+  return sqlite3_bind_blob(st, i, key, (int)h->key_size, SQLITE_STATIC);
+}
+
+static void column_key(sq *h, sqlite3_stmt *st, int i, uint8_t *key, size_t *len) {
+  if (h->intkey) {
+    ycsb_int_to_key(sqlite3_column_int64(st, i), key);
+    *len = 8;
+  } else {
+    const void *p = sqlite3_column_blob(st, i);
+    size_t n = (size_t)sqlite3_column_bytes(st, i);
+    if (n > 16) n = 16;
+    if (n) memcpy(key, p, n);
+    *len = n;
+  }
+}
+
+/* The statement for this operation: the cached one (prepared mode, reset and
+** bound by the caller) or a new one compiled from h->sql (text mode). */
+static int stmt_for(sq *h, sqlite3_stmt *cached, sqlite3_stmt **out) {
+  if (h->mode == YCSB_SQL_PREPARED) {
+    *out = cached;
+    return YCSB_OK;
+  }
+  if (sqlite3_prepare_v2(h->db, h->sql, -1, out, NULL) != SQLITE_OK)
+    return sq_fail(h, h->sql);
+  return YCSB_OK;
+}
+
+static void stmt_done(sq *h, sqlite3_stmt *st) {
+  if (h->mode == YCSB_SQL_PREPARED) {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+  } else {
+    sqlite3_finalize(st);
+  }
+}
+
+static int sq_write(sq *h, sqlite3_stmt *cached, bool insert, const uint8_t *key,
+                    const uint8_t *value) {
+  sqlite3_stmt *st;
+  if (h->mode == YCSB_SQL_TEXT) {
+    char *p = h->sql;
+    if (insert) {
+      p += sprintf(p, "INSERT INTO t(k,v) VALUES(");
+      p = key_literal(h, p, key);
+      *p++ = ',';
+      p = blob_literal(p, value, h->value_size);
+      strcpy(p, ")");
+    } else {
+      p += sprintf(p, "UPDATE t SET v=");
+      p = blob_literal(p, value, h->value_size);
+      p += sprintf(p, " WHERE k=");
+      key_literal(h, p, key);
+    }
+  }
+  if (stmt_for(h, cached, &st) != YCSB_OK) return YCSB_ERR;
+  if (h->mode == YCSB_SQL_PREPARED) {
+    if (insert) {
+      bind_key(h, st, 1, key);
+      sqlite3_bind_blob(st, 2, value, (int)h->value_size, SQLITE_STATIC);
+    } else {
+      sqlite3_bind_blob(st, 1, value, (int)h->value_size, SQLITE_STATIC);
+      bind_key(h, st, 2, key);
+    }
+  }
+  int rc = sqlite3_step(st);
+  stmt_done(h, st);
+  if (rc != SQLITE_DONE) return sq_fail(h, insert ? "insert" : "update");
+  if (!insert && sqlite3_changes(h->db) != 1) return YCSB_NOTFOUND;
+  return YCSB_OK;
+}
+
+static int sq_insert(void *db, const uint8_t *key, const uint8_t *value) {
+  sq *h = db;
+  return sq_write(h, h->ins, true, key, value);
+}
+
+static int sq_update(void *db, const uint8_t *key, const uint8_t *value) {
+  sq *h = db;
+  return sq_write(h, h->upd, false, key, value);
+}
+
+static int sq_read(void *db, const uint8_t *key, uint8_t *value, size_t *len) {
+  sq *h = db;
+  sqlite3_stmt *st;
+  if (h->mode == YCSB_SQL_TEXT) {
+    char *p = h->sql + sprintf(h->sql, "SELECT v FROM t WHERE k=");
+    key_literal(h, p, key);
+  }
+  if (stmt_for(h, h->sel, &st) != YCSB_OK) return YCSB_ERR;
+  if (h->mode == YCSB_SQL_PREPARED) bind_key(h, st, 1, key);
+  int rc = sqlite3_step(st), res = YCSB_OK;
+  if (rc == SQLITE_ROW) {
+    size_t n = (size_t)sqlite3_column_bytes(st, 0);
+    const void *p = sqlite3_column_blob(st, 0);
+    *len = n;
+    if (n > h->value_size) n = h->value_size;
+    if (n) memcpy(value, p, n);
+    rc = sqlite3_step(st);
+  } else {
+    res = YCSB_NOTFOUND;
+  }
+  if (rc != SQLITE_DONE) res = sq_fail(h, "read");
+  stmt_done(h, st);
+  return res;
+}
+
+static int sq_scan(void *db, const uint8_t *key, int n, ycsb_scan_state *ss) {
+  sq *h = db;
+  sqlite3_stmt *st;
+  if (h->mode == YCSB_SQL_TEXT) {
+    char *p = h->sql + sprintf(h->sql, "SELECT k,v FROM t WHERE k>=");
+    p = key_literal(h, p, key);
+    sprintf(p, " ORDER BY k LIMIT %d", n);
+  }
+  if (stmt_for(h, h->scan, &st) != YCSB_OK) return YCSB_ERR;
+  if (h->mode == YCSB_SQL_PREPARED) {
+    bind_key(h, st, 1, key);
+    sqlite3_bind_int(st, 2, n);
+  }
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    uint8_t k[16];
+    size_t kl;
+    column_key(h, st, 0, k, &kl);
+    ycsb_scan_row(ss, k, kl, sqlite3_column_blob(st, 1),
+                  (size_t)sqlite3_column_bytes(st, 1));
+  }
+  int res = rc == SQLITE_DONE ? YCSB_OK : sq_fail(h, "scan");
+  stmt_done(h, st);
+  return res;
+}
+
+static int sq_begin(void *db) { return sq_exec(db, "BEGIN"); }
+static int sq_commit(void *db) { return sq_exec(db, "COMMIT"); }
+
+static int sq_close(void *db) {
+  sq *h = db;
+  sqlite3_finalize(h->ins);
+  sqlite3_finalize(h->upd);
+  sqlite3_finalize(h->sel);
+  sqlite3_finalize(h->scan);
+  int rc = sqlite3_close(h->db);
+  if (rc != SQLITE_OK) fprintf(stderr, "ycsb: %s: close: %s\n", h->name, sqlite3_errstr(rc));
+  free(h);
+  return rc == SQLITE_OK ? YCSB_OK : YCSB_ERR;
+}
+
+static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *name,
+                   bool bftree) {
+  sq *h = calloc(1, sizeof *h);
+  char path[2048], sql[512];
+  if (!h) return YCSB_ERR;
+  h->name = name;
+  h->mode = cfg->sql_mode;
+  h->intkey = cfg->key_size == 8;
+  h->key_size = cfg->key_size;
+  h->value_size = cfg->value_size;
+  snprintf(path, sizeof path, "%s/db.sqlite", cfg->dir);
+  if (sqlite3_open_v2(path, &h->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+      SQLITE_OK)
+    goto fail;
+  if (bftree) {
+    char *err = NULL;
+    sqlite3_enable_load_extension(h->db, 1);
+    if (sqlite3_load_extension(h->db, cfg->ext_path, NULL, &err) != SQLITE_OK) {
+      fprintf(stderr, "ycsb: %s: cannot load %s: %s\n", name, cfg->ext_path,
+              err ? err : "?");
+      sqlite3_free(err);
+      sqlite3_close(h->db);
+      free(h);
+      return YCSB_ERR;
+    }
+  }
+  if (sq_exec(h, "PRAGMA journal_mode=WAL") || sq_exec(h, "PRAGMA synchronous=NORMAL"))
+    goto fail_quiet;
+  if (!bftree) {
+    snprintf(sql, sizeof sql, "PRAGMA cache_size=-%llu",
+             (unsigned long long)(cfg->cache_bytes / 1024));
+    if (sq_exec(h, sql)) goto fail_quiet;
+  }
+  if (create) {
+    const char *kt = h->intkey ? "INTEGER" : "BLOB";
+    if (bftree)
+      snprintf(sql, sizeof sql,
+               "CREATE VIRTUAL TABLE t USING bftree(k %s PRIMARY KEY, v BLOB, "
+               "buffer_size=%llu, synchronous='normal')",
+               kt, (unsigned long long)cfg->cache_bytes);
+    else
+      snprintf(sql, sizeof sql,
+               "CREATE TABLE t(k %s PRIMARY KEY, v BLOB) WITHOUT ROWID", kt);
+    if (sq_exec(h, sql)) goto fail_quiet;
+  }
+  if (h->mode == YCSB_SQL_PREPARED) {
+    if (sqlite3_prepare_v2(h->db, "INSERT INTO t(k,v) VALUES(?,?)", -1, &h->ins, NULL) ||
+        sqlite3_prepare_v2(h->db, "UPDATE t SET v=? WHERE k=?", -1, &h->upd, NULL) ||
+        sqlite3_prepare_v2(h->db, "SELECT v FROM t WHERE k=?", -1, &h->sel, NULL) ||
+        sqlite3_prepare_v2(h->db, "SELECT k,v FROM t WHERE k>=? ORDER BY k LIMIT ?", -1,
+                           &h->scan, NULL))
+      goto fail;
+  }
+  *out = h;
+  return YCSB_OK;
+fail:
+  sq_fail(h, "open");
+fail_quiet:
+  sq_close(h);
+  return YCSB_ERR;
+}
+
+static int open_sqlite_sql(const ycsb_cfg *cfg, bool create, void **out) {
+  return sq_open(cfg, create, out, "sqlite-sql", false);
+}
+static int open_sqlite_c(const ycsb_cfg *cfg, bool create, void **out) {
+  return sq_open(cfg, create, out, "sqlite-c", false);
+}
+static int open_bftree_sql(const ycsb_cfg *cfg, bool create, void **out) {
+  return sq_open(cfg, create, out, "bftree-sql", true);
+}
+static int open_bftree_prep(const ycsb_cfg *cfg, bool create, void **out) {
+  return sq_open(cfg, create, out, "bftree-sql-prep", true);
+}
+
+static void describe(const ycsb_cfg *cfg, char *buf, size_t n, bool bftree) {
+  snprintf(buf, n,
+           "SQLite %s, %s, %s; journal_mode=WAL synchronous=NORMAL (log on, "
+           "fsync only at checkpoints); %s %.1f MiB; one autocommit "
+           "transaction per operation",
+           sqlite3_libversion(),
+           bftree ? "bftree virtual table" : "WITHOUT ROWID table",
+           cfg->sql_mode == YCSB_SQL_PREPARED
+               ? "prepared statements reused (bind/step/reset)"
+               : "SQL text compiled per operation (values as literals)",
+           bftree ? "table buffer_size" : "PRAGMA cache_size",
+           (double)cfg->cache_bytes / 1048576);
+}
+
+static void describe_native(const ycsb_cfg *cfg, char *buf, size_t n) {
+  describe(cfg, buf, n, false);
+}
+static void describe_bftree(const ycsb_cfg *cfg, char *buf, size_t n) {
+  describe(cfg, buf, n, true);
+}
+
+const ycsb_adapter ycsb_sqlite_sql = {"sqlite-sql", describe_native, open_sqlite_sql,
+                                      sq_insert, sq_update, sq_read, sq_scan, sq_close,
+                                      sq_begin, sq_commit};
+const ycsb_adapter ycsb_sqlite_c = {"sqlite-c", describe_native, open_sqlite_c,
+                                    sq_insert, sq_update, sq_read, sq_scan, sq_close,
+                                      sq_begin, sq_commit};
+const ycsb_adapter ycsb_bftree_sql = {"bftree-sql", describe_bftree, open_bftree_sql,
+                                      sq_insert, sq_update, sq_read, sq_scan, sq_close,
+                                      sq_begin, sq_commit};
+const ycsb_adapter ycsb_bftree_sql_prep = {"bftree-sql-prep", describe_bftree,
+                                           open_bftree_prep, sq_insert, sq_update,
+                                           sq_read, sq_scan, sq_close, sq_begin,
+                                           sq_commit};

@@ -1,0 +1,255 @@
+#!/bin/sh
+# bench/run.sh: run a matrix of YCSB-style benchmark runs, each in its own
+# process inside a memory cgroup holding the whole process (page cache
+# included) to the budget, then write the report (bench/report.sh).
+#
+# Usage:
+#   bench/run.sh default          the `make bench` matrix (<= 20 min)
+#   bench/run.sh quick            the `make bench-quick` matrix (< 3 min)
+#   bench/run.sh one ENGINE WORKLOAD [RATIO]
+#                                 one run (a load first when WORKLOAD is not
+#                                 load and no loaded data set of this
+#                                 configuration is there yet)
+#   bench/run.sh report CSV       (re)write the report of a results CSV
+#
+# Environment (each overrides the matrix's value):
+#   BENCH_ENGINES    "sqlite-sql sqlite-c bftree-sql bftree-sql-prep bftree-c rocksdb lmdb wiredtiger"
+#   BENCH_WORKLOADS  workloads run after each load ("A B C E F W")
+#   BENCH_BUDGET     MiB (64; quick 32)   BENCH_RATIO   data/budget (4; quick 1)
+#   BENCH_SWEEP      data/budget ratios of the sweep ("0.25 1"; the main
+#                    ratio is its last point); BENCH_SWEEP_WORKLOADS ("C A")
+#   BENCH_KEY (8)  BENCH_VALUE (100)  BENCH_DIST (zipf)  BENCH_EXTRA_DIST
+#                    (uniform: those workloads again with this key choice;
+#                    "" for none)  BENCH_EXTRA_WORKLOADS ("C")
+#   BENCH_SECONDS    measured seconds per run (6)
+#   BENCH_WARMUP_MIN / BENCH_WARMUP_MAX   seconds (2 / 6)
+#   BENCH_LOAD_BATCH inserts per transaction in the load (1000; 1 measures
+#                    the load as one autocommit insert at a time)
+#   BENCH_SHARE      percent of the budget for the engine's own cache knobs (50)
+#   BENCH_TIMEOUT    seconds before a run is killed (300)
+#   BENCH_DATA       data directory (build/bench-data; on the disk, not tmpfs)
+#   BENCH_RESULTS    output directory (bench/results)
+#   BENCH_NOCAP=1    do not try to cap memory (the output says so)
+set -u
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+BIN=$ROOT/build/rel/bench
+MODE=${1:-default}
+
+ENGINES=${BENCH_ENGINES:-"sqlite-sql sqlite-c bftree-sql bftree-sql-prep bftree-c rocksdb lmdb wiredtiger"}
+BUDGET=${BENCH_BUDGET:-64}
+RATIO=${BENCH_RATIO:-4}
+KEY=${BENCH_KEY:-8}
+VALUE=${BENCH_VALUE:-100}
+DIST=${BENCH_DIST:-zipf}
+SHARE=${BENCH_SHARE:-50}
+DATA=${BENCH_DATA:-$ROOT/build/bench-data}
+RESULTS=${BENCH_RESULTS:-$ROOT/bench/results}
+case $MODE in
+  default)
+    WORKLOADS=${BENCH_WORKLOADS:-"A B C E F W"}
+    SWEEP=${BENCH_SWEEP-"0.25 1"}
+    SWEEP_WORKLOADS=${BENCH_SWEEP_WORKLOADS:-"C A"}
+    EXTRA_DIST=${BENCH_EXTRA_DIST-uniform}
+    EXTRA_WORKLOADS=${BENCH_EXTRA_WORKLOADS:-"C"}
+    SECONDS_=${BENCH_SECONDS:-6}
+    WMIN=${BENCH_WARMUP_MIN:-2}
+    WMAX=${BENCH_WARMUP_MAX:-6}
+    ;;
+  quick)
+    BUDGET=${BENCH_BUDGET:-32}
+    RATIO=${BENCH_RATIO:-1}
+    WORKLOADS=${BENCH_WORKLOADS:-"A C E W"}
+    SWEEP=${BENCH_SWEEP-""}
+    SWEEP_WORKLOADS=${BENCH_SWEEP_WORKLOADS:-"C"}
+    EXTRA_DIST=${BENCH_EXTRA_DIST-}
+    EXTRA_WORKLOADS=${BENCH_EXTRA_WORKLOADS:-"C"}
+    SECONDS_=${BENCH_SECONDS:-1}
+    WMIN=${BENCH_WARMUP_MIN:-0.5}
+    WMAX=${BENCH_WARMUP_MAX:-2}
+    ;;
+  one)
+    [ $# -ge 3 ] || { sed -n '2,20p' "$0"; exit 2; }
+    ENGINES=$2
+    WORKLOADS=$3
+    RATIO=${4:-$RATIO}
+    SWEEP=""
+    SWEEP_WORKLOADS=""
+    EXTRA_DIST=""
+    EXTRA_WORKLOADS=""
+    SECONDS_=${BENCH_SECONDS:-8}
+    WMIN=${BENCH_WARMUP_MIN:-2}
+    WMAX=${BENCH_WARMUP_MAX:-8}
+    ;;
+  report)
+    exec "$ROOT/bench/report.sh" "$2"
+    ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
+esac
+TIMEOUT=${BENCH_TIMEOUT:-300}
+LOAD_BATCH=${BENCH_LOAD_BATCH:-1000}
+
+# the driver binary of an engine (one per engine family, see bench/ycsb.h)
+ycsb_bin() {
+  case $1 in
+    sqlite-sql|sqlite-c|bftree-sql|bftree-sql-prep) echo "$BIN/ycsb-sqlite" ;;
+    bftree-c) echo "$BIN/ycsb-bftree" ;;
+    *) echo "$BIN/ycsb-$1" ;;
+  esac
+}
+for eng in $ENGINES; do
+  [ -x "$(ycsb_bin "$eng")" ] || { echo "run.sh: $(ycsb_bin "$eng") missing: make bench-build" >&2; exit 1; }
+done
+mkdir -p "$DATA" "$RESULTS" || exit 1
+STAMP=$(date +%Y%m%d-%H%M%S)
+CSV=$RESULTS/$STAMP-$MODE.csv
+LOG=$RESULTS/$STAMP-$MODE.log
+: > "$LOG"
+say() { echo "$*" | tee -a "$LOG"; }
+
+# ---------------------------------------------------------------- memory cap
+# A child of this process's own memory cgroup (v1), so that whatever limits
+# the parent has still apply.  CAP_NOTE says what happened, for the report.
+CG=""
+CAP_NOTE=""
+setup_cgroup() {
+  if [ "${BENCH_NOCAP:-0}" = 1 ]; then CAP_NOTE="not capped: BENCH_NOCAP=1"; return; fi
+  rel=$(sed -n 's/^[0-9]*:memory:\(.*\)$/\1/p' /proc/self/cgroup)
+  base=/sys/fs/cgroup/memory
+  if [ -z "$rel" ] || [ ! -d "$base$rel" ]; then
+    CAP_NOTE="not capped: no cgroup v1 memory controller at $base"; return
+  fi
+  [ "$rel" = / ] && rel=""
+  cg=$base$rel/bftree-bench.$$
+  if ! mkdir "$cg" 2>/dev/null; then
+    CAP_NOTE="not capped: cannot create a memory cgroup under $base$rel (not permitted)"; return
+  fi
+  if ! echo $((BUDGET * 1048576)) > "$cg/memory.limit_in_bytes" 2>/dev/null ||
+     [ "$(cat "$cg/memory.limit_in_bytes")" -gt $((BUDGET * 1048576 + 4096)) ]; then
+    rmdir "$cg" 2>/dev/null
+    CAP_NOTE="not capped: cannot set memory.limit_in_bytes"; return
+  fi
+  CG=$cg
+  CAP_NOTE="capped: memory cgroup $CG, memory.limit_in_bytes = $BUDGET MiB for the whole process (anonymous memory and page cache; no swap on this machine)"
+}
+cleanup() {
+  if [ -n "$CG" ]; then rmdir "$CG" 2>/dev/null; fi
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+DROP_NOTE=""
+drop_caches() {
+  sync
+  if echo 1 > /proc/sys/vm/drop_caches 2>/dev/null; then
+    DROPPED=yes
+  else
+    DROPPED=no
+    DROP_NOTE="page cache NOT dropped before runs (no permission to write /proc/sys/vm/drop_caches)"
+  fi
+}
+
+# ------------------------------------------------------------------- runs
+# run ENGINE WORKLOAD RATIO DIST -> appends a CSV row; returns 0 when ok
+run() {
+  eng=$1 wl=$2 ratio=$3 dist=$4
+  dir=$DATA/$eng-k$KEY-v$VALUE-b$BUDGET-r$ratio
+  drop_caches
+  if [ -n "$CG" ]; then
+    echo 0 > "$CG/memory.max_usage_in_bytes" 2>/dev/null
+    echo 0 > "$CG/memory.failcnt" 2>/dev/null
+    oom_before=$(sed -n 's/^oom_kill \([0-9]*\)/\1/p' "$CG/memory.oom_control")
+  fi
+  set -- --engine "$eng" --workload "$wl" --dir "$dir" --budget "$BUDGET" \
+    --ratio "$ratio" --key-size "$KEY" --value-size "$VALUE" --dist "$dist" \
+    --cache-share "$SHARE" --seconds "$SECONDS_" --warmup-min "$WMIN" \
+    --warmup-max "$WMAX" --ext "$ROOT/bftree.so" --csv "$CSV" --label "$STAMP" \
+    --cache-dropped "$DROPPED" --load-batch "$LOAD_BATCH"
+  YCSB=$(ycsb_bin "$eng")
+  t0=$(date +%s)
+  if [ -n "$CG" ]; then
+    timeout -s KILL "$TIMEOUT" sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' \
+      "$CG" "$YCSB" "$@" >> "$LOG" 2>&1
+  else
+    timeout -s KILL "$TIMEOUT" "$YCSB" "$@" >> "$LOG" 2>&1
+  fi
+  rc=$?
+  t1=$(date +%s)
+  status=""
+  case $rc in
+    0) ;;
+    3) status=wrong ;;
+    137)
+      status=killed
+      if [ -n "$CG" ]; then
+        oom_after=$(sed -n 's/^oom_kill \([0-9]*\)/\1/p' "$CG/memory.oom_control")
+        [ "${oom_after:-0}" != "${oom_before:-0}" ] && status=oom
+      fi
+      [ $((t1 - t0)) -ge "$TIMEOUT" ] && status=timeout
+      ;;
+    *) status=error ;;
+  esac
+  if [ "$status" = killed ] || [ "$status" = oom ] || [ "$status" = timeout ]; then
+    # inside the cgroup, so that it reports the cgroup's peak and limit
+    if [ -n "$CG" ]; then
+      sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$YCSB" "$@" \
+        --record-failure "$status" > /dev/null 2>&1
+    else
+      "$YCSB" "$@" --record-failure "$status" > /dev/null 2>&1
+    fi
+  fi
+  line=$(tail -n 1 "$CSV" 2>/dev/null | awk -F, '{printf "%s ops/s p99 %s us, %s B read/op, %s B written/op, RSS %s MiB, cgroup peak %s MiB, %s", $20, $23, $25, $26, $28, $29, $33}')
+  say "  $eng $wl ratio $ratio $dist: $((t1 - t0)) s: ${status:-ok}: $line"
+  [ -z "$status" ] || [ "$status" = wrong ]
+}
+
+# loaded ENGINE RATIO: is there a completed load of this configuration?
+loaded() {
+  [ -f "$DATA/$1-k$KEY-v$VALUE-b$BUDGET-r$2/.ycsb-meta" ]
+}
+
+setup_cgroup
+drop_caches
+say "bench/run.sh $MODE, $(date), $(nproc) cores, $(uname -r)"
+say "memory: $CAP_NOTE"
+[ -n "$DROP_NOTE" ] && say "$DROP_NOTE"
+say "budget $BUDGET MiB, data/budget $RATIO, keys $KEY B, values $VALUE B, $DIST; engines' own cache knobs $SHARE% of the budget"
+say "each run: warm-up >= $WMIN s until stable (<= $WMAX s, dropped), then $SECONDS_ s measured; load: $LOAD_BATCH inserts per transaction; results: $CSV"
+T_START=$(date +%s)
+
+for eng in $ENGINES; do
+  say "engine $eng"
+  # the sweep's smaller data sets first, then the main ratio
+  for r in $SWEEP; do
+    if run "$eng" load "$r" "$DIST"; then
+      for wl in $SWEEP_WORKLOADS; do run "$eng" "$wl" "$r" "$DIST"; done
+    fi
+    rm -rf "$DATA/$eng-k$KEY-v$VALUE-b$BUDGET-r$r"
+  done
+  ok=1
+  if [ "$MODE" = one ] && [ "$WORKLOADS" != load ] && loaded "$eng" "$RATIO"; then
+    say "  (reusing the loaded data set in $DATA)"
+  else
+    run "$eng" load "$RATIO" "$DIST" || ok=0
+  fi
+  if [ $ok = 1 ]; then
+    for wl in $WORKLOADS; do
+      [ "$wl" = load ] && continue
+      run "$eng" "$wl" "$RATIO" "$DIST"
+    done
+    for d in $EXTRA_DIST; do
+      for wl in $EXTRA_WORKLOADS; do run "$eng" "$wl" "$RATIO" "$d"; done
+    done
+  else
+    say "  load failed: $eng's workloads skipped"
+  fi
+  [ "$MODE" = one ] || rm -rf "$DATA/$eng-k$KEY-v$VALUE-b$BUDGET-r$RATIO"
+done
+
+say "matrix done in $(( $(date +%s) - T_START )) s"
+{
+  echo "memory: $CAP_NOTE"
+  [ -n "$DROP_NOTE" ] && echo "$DROP_NOTE"
+  echo "matrix: $MODE; engines: $ENGINES; main workloads: $WORKLOADS; warm-up >= $WMIN s until two 0.5 s windows agree within 10% (<= $WMAX s), dropped; measured $SECONDS_ s per run"
+} > "$RESULTS/$STAMP-$MODE.notes"
+"$ROOT/bench/report.sh" "$CSV"
