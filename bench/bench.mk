@@ -2,7 +2,7 @@
 # Makefile).  See bench/README.md.
 #
 #   make bench          the default matrix (<= 20 min): every engine, every
-#                       workload, data = 4x a 64 MiB budget, plus the
+#                       workload, data = 4x a 32 MiB budget, plus the
 #                       data/budget sweep; results in bench/results/
 #   make bench-quick    a smaller matrix (< 3 min): 32 MiB, data = budget,
 #                       workloads A C E W, 1 s measured

@@ -15,14 +15,14 @@
 # Environment (each overrides the matrix's value):
 #   BENCH_ENGINES    "sqlite-sql sqlite-c bftree-sql bftree-sql-prep bftree-c rocksdb lmdb wiredtiger"
 #   BENCH_WORKLOADS  workloads run after each load ("A B C E F W")
-#   BENCH_BUDGET     MiB (64; quick 32)   BENCH_RATIO   data/budget (4; quick 1)
+#   BENCH_BUDGET     MiB (32)   BENCH_RATIO   data/budget (4; quick 1)
 #   BENCH_SWEEP      data/budget ratios of the sweep ("0.25 1"; the main
 #                    ratio is its last point); BENCH_SWEEP_WORKLOADS ("C A")
 #   BENCH_KEY (8)  BENCH_VALUE (100)  BENCH_DIST (zipf)  BENCH_EXTRA_DIST
 #                    (uniform: those workloads again with this key choice;
 #                    "" for none)  BENCH_EXTRA_WORKLOADS ("C")
-#   BENCH_SECONDS    measured seconds per run (6)
-#   BENCH_WARMUP_MIN / BENCH_WARMUP_MAX   seconds (2 / 6)
+#   BENCH_SECONDS    measured seconds per run (5; quick 1)
+#   BENCH_WARMUP_MIN / BENCH_WARMUP_MAX   seconds (2 / 5; quick 0.5 / 2)
 #   BENCH_LOAD_BATCH inserts per transaction in the load (1000; 1 measures
 #                    the load as one autocommit insert at a time)
 #   BENCH_SHARE      percent of the budget for the engine's own cache knobs (50)
@@ -37,7 +37,7 @@ BIN=$ROOT/build/rel/bench
 MODE=${1:-default}
 
 ENGINES=${BENCH_ENGINES:-"sqlite-sql sqlite-c bftree-sql bftree-sql-prep bftree-c rocksdb lmdb wiredtiger"}
-BUDGET=${BENCH_BUDGET:-64}
+BUDGET=${BENCH_BUDGET:-32}
 RATIO=${BENCH_RATIO:-4}
 KEY=${BENCH_KEY:-8}
 VALUE=${BENCH_VALUE:-100}
@@ -52,9 +52,9 @@ case $MODE in
     SWEEP_WORKLOADS=${BENCH_SWEEP_WORKLOADS:-"C A"}
     EXTRA_DIST=${BENCH_EXTRA_DIST-uniform}
     EXTRA_WORKLOADS=${BENCH_EXTRA_WORKLOADS:-"C"}
-    SECONDS_=${BENCH_SECONDS:-6}
+    SECONDS_=${BENCH_SECONDS:-5}
     WMIN=${BENCH_WARMUP_MIN:-2}
-    WMAX=${BENCH_WARMUP_MAX:-6}
+    WMAX=${BENCH_WARMUP_MAX:-5}
     ;;
   quick)
     BUDGET=${BENCH_BUDGET:-32}
