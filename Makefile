@@ -133,7 +133,7 @@ demo: all
 # bench-engine`; the comparison with other engines (make bench, make
 # bench-quick) lives in bench/bench.mk.
 
-build/rel/bench/engine_bench: bench/engine_bench.c build/rel/libbftree.a
+build/rel/bench/engine_bench: bench/engine_bench.c bench/zipf.h build/rel/libbftree.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT) -o $@ $< build/rel/libbftree.a $(LIBS)
 

@@ -26,7 +26,7 @@ YCSB_LIBS_rocksdb = -lrocksdb
 YCSB_LIBS_lmdb = -llmdb
 YCSB_LIBS_wiredtiger = -lwiredtiger
 
-$(YCSB_DIR)/ycsb.o: bench/ycsb.c bench/ycsb.h
+$(YCSB_DIR)/ycsb.o: bench/ycsb.c bench/ycsb.h bench/zipf.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(OPT) $(CFLAGS) -Ibench -c -o $@ $<
 

@@ -21,6 +21,7 @@
 **                     is written at every commit, fsynced at checkpoints)
 */
 #include "bftree.h"
+#include "zipf.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -46,38 +47,6 @@ static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t rng_next(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-/* Zipf generator (Gray et al., as used by YCSB). */
-struct zipf {
-  uint64_t n;
-  double theta, alpha, zetan, eta, zeta2;
-};
-
-static void zipf_init(struct zipf *z, uint64_t n, double theta) {
-  z->n = n;
-  z->theta = theta;
-  double zeta = 0;
-  for (uint64_t i = 1; i <= n; i++) zeta += 1.0 / pow((double)i, theta);
-  z->zetan = zeta;
-  z->zeta2 = 1.0 + 1.0 / pow(2.0, theta);
-  z->alpha = 1.0 / (1.0 - theta);
-  z->eta = (1 - pow(2.0 / (double)n, 1 - theta)) / (1 - z->zeta2 / z->zetan);
-}
-
-static uint64_t zipf_next(const struct zipf *z, uint64_t *s) {
-  double u = (double)(rng_next(s) >> 11) / 9007199254740992.0;
-  double uz = u * z->zetan;
-  if (uz < 1.0) return 0;
-  if (uz < z->zeta2) return 1;
-  return (uint64_t)((double)z->n * pow(z->eta * u - z->eta + 1, z->alpha)) % z->n;
 }
 
 static struct zipf zipf;

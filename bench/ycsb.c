@@ -54,6 +54,7 @@
 ** cgroup (or an ancestor) limits memory to at most 105% of the budget.
 */
 #include "ycsb.h"
+#include "zipf.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -98,15 +99,6 @@ static uint64_t now_ns(void) {
 }
 
 /* ------------------------------------------------------ keys, values */
-
-/* A bijection on 64-bit integers (splitmix64's finalizer). */
-static uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static uint64_t rng_next(uint64_t *s) { return mix64(*s += 0x9E3779B97F4A7C15ull); }
 
 static void put_be64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
@@ -178,34 +170,7 @@ void ycsb_scan_row(ycsb_scan_state *st, const uint8_t *key, size_t key_len,
 
 /* --------------------------------------------------------- key choice */
 
-/* Zipf over ranks [0, n) (Gray et al., "Quickly generating billion-record
-** synthetic databases", as YCSB's ZipfianGenerator). */
-struct zipf {
-  uint64_t n;
-  double theta, alpha, zetan, eta, zeta2;
-};
-
 static struct zipf zipf;
-
-static void zipf_init(struct zipf *z, uint64_t n, double theta) {
-  z->n = n;
-  z->theta = theta;
-  double zeta = 0;
-  for (uint64_t i = 1; i <= n; i++) zeta += 1.0 / pow((double)i, theta);
-  z->zetan = zeta;
-  z->zeta2 = 1.0 + 1.0 / pow(2.0, theta);
-  z->alpha = 1.0 / (1.0 - theta);
-  z->eta = (1 - pow(2.0 / (double)n, 1 - theta)) / (1 - z->zeta2 / z->zetan);
-}
-
-static uint64_t zipf_next(const struct zipf *z, uint64_t *s) {
-  double u = (double)(rng_next(s) >> 11) / 9007199254740992.0;
-  double uz = u * z->zetan;
-  if (uz < 1.0) return 0;
-  if (uz < z->zeta2) return 1;
-  uint64_t r = (uint64_t)((double)z->n * pow(z->eta * u - z->eta + 1, z->alpha));
-  return r < z->n ? r : z->n - 1;
-}
 
 static uint64_t pick_record(uint64_t *s) {
   return opt_uniform ? rng_next(s) % opt_records : zipf_next(&zipf, s);

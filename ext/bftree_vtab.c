@@ -1985,9 +1985,6 @@ static int bfxSync(sqlite3_vtab *tab) {
   if (!vt->txn || vt->prepared) return SQLITE_OK;
   if (bf_txn_size(vt->txn) == 0) return SQLITE_OK; /* nothing to log */
   bfx_shared *sh = vt->tsh;
-  uint64_t id = bf_last_commit_id(sh->tree);
-  if (sh->commit_floor > id) id = sh->commit_floor;
-  id++;
   /* The shadow row is needed only when the commit must be atomic with
   ** something else: a native table or another bftree table written in the
   ** same transaction.  A transaction that began in autocommit mode is one
@@ -1997,13 +1994,16 @@ static int bfxSync(sqlite3_vtab *tab) {
   ** the engine's own commit is then atomic, and id 0 makes recovery replay
   ** it whatever the shadow row says; skipping the row saves a database
   ** page (4 KiB in the database's log) per commit. */
-  bool use_shadow = !vt->entry->temporary && !vt->no_shadow &&
-                    !(vt->implicit_txn && vt->conn->writers == 1);
-  if (use_shadow) {
+  uint64_t id = 0; /* no database number */
+  if (!vt->entry->temporary && !vt->no_shadow &&
+      !(vt->implicit_txn && vt->conn->writers == 1)) {
+    id = bf_last_commit_id(sh->tree);
+    if (sh->commit_floor > id) id = sh->commit_floor;
+    id++;
     int rc = shadow_write(vt, id);
     if (rc != SQLITE_OK) return rc;
+    if (vt->no_shadow) id = 0; /* shadow_write found no shadow table */
   }
-  if (!use_shadow) id = 0; /* no database number */
   int st = bf_txn_prepare(vt->txn, id);
   if (st != BF_OK) return vt_engine_error(vt, st, "commit");
   vt->prepared = true;
