@@ -37,6 +37,7 @@ static void bfc_options(const ycsb_cfg *cfg, bf_options *o) {
   o->buffer_size = cfg->cache_bytes;
   o->wal = true;
   o->synchronous = BF_SYNC_NORMAL;
+  if (getenv("XP_PROMOTE")) o->read_promote_percent = (uint32_t)atoi(getenv("XP_PROMOTE"));
 }
 
 static void bfc_describe(const ycsb_cfg *cfg, char *buf, size_t n) {
@@ -140,6 +141,15 @@ static int bfc_close(void *db) {
          (unsigned long long)s.merges, (unsigned long long)s.evictions,
          (unsigned long long)s.splits, (unsigned long long)s.checkpoints,
          (unsigned long long)s.leaf_pages, s.tree_height);
+  printf("ycsb: bftree-c: buffer: used %.1f MiB live %.1f MiB, record promotions %llu "
+         "phantoms %llu page promotions %llu grows %llu copy-on-access %llu; mini-pages",
+         (double)s.buffer_used / 1048576, (double)s.buffer_live / 1048576,
+         (unsigned long long)s.record_promotions, (unsigned long long)s.phantoms,
+         (unsigned long long)s.page_promotions, (unsigned long long)s.mini_grows,
+         (unsigned long long)s.copy_on_access);
+  for (uint32_t c = 0; c < s.size_class_count; c++)
+    printf(" %u:%llu", s.size_class_bytes[c], (unsigned long long)s.mini_pages[c]);
+  printf("\n");
   if (h->txn) bf_txn_abort(h->txn);
   bf_cursor_close(h->cur);
   int st = bf_close(h->tree);

@@ -48,6 +48,7 @@ typedef struct sq {
   const char *name;
   int mode;            /* enum ycsb_sql_mode */
   bool intkey;         /* 8-byte keys as INTEGER */
+  bool bftree;         /* the table is a bftree virtual table */
   size_t key_size, value_size;
   sqlite3_stmt *ins, *upd, *sel, *scan; /* prepared mode */
   char sql[8192 + 64];
@@ -234,8 +235,23 @@ static int sq_scan(void *db, const uint8_t *key, int n, ycsb_scan_state *ss) {
 static int sq_begin(void *db) { return sq_exec(db, "BEGIN"); }
 static int sq_commit(void *db) { return sq_exec(db, "COMMIT"); }
 
+/* One line of the table's engine counters (bftree_stat), for the log. */
+static void sq_print_stats(sq *h) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(h->db, "SELECT name, value FROM bftree_stat('t')", -1, &st,
+                         NULL) != SQLITE_OK)
+    return;
+  printf("ycsb: %s: stats:", h->name);
+  while (sqlite3_step(st) == SQLITE_ROW)
+    printf(" %s=%s", (const char *)sqlite3_column_text(st, 0),
+           (const char *)sqlite3_column_text(st, 1));
+  printf("\n");
+  sqlite3_finalize(st);
+}
+
 static int sq_close(void *db) {
   sq *h = db;
+  if (h->bftree) sq_print_stats(h);
   sqlite3_finalize(h->ins);
   sqlite3_finalize(h->upd);
   sqlite3_finalize(h->sel);
@@ -254,6 +270,7 @@ static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *nam
   h->name = name;
   h->mode = cfg->sql_mode;
   h->intkey = cfg->key_size == 8;
+  h->bftree = bftree;
   h->key_size = cfg->key_size;
   h->value_size = cfg->value_size;
   snprintf(path, sizeof path, "%s/db.sqlite", cfg->dir);

@@ -37,9 +37,12 @@
 **   8      8    previous free block of the class (node pointer) or NULL
 **   16     8    next free block of the class (node pointer) or NULL
 **
-** Size classes: class c has class_size(c) = 64 << c bytes of body, for
-** c = 0 .. log2(page_size / 64); the last is the full-page mini-page.  Every
-** block is 8 + 64*k bytes, so every block start (and node) is 8-aligned.
+** Size classes: 64, 128, 192, 256, 384, 512, 768, ... bytes of body: the
+** powers of two from 64 to page_size and, from 128 on, each power times 1.5
+** below page_size (so a mini-page of a few records wastes at most a third
+** of its block rather than half); the last class is the full-page
+** mini-page.  Every block is 8 + 64*k bytes, so every block start (and
+** node) is 8-aligned.
 **
 ** STATE MACHINE (function performing each transition; "L" = under buf->lock)
 **
@@ -247,8 +250,11 @@ int bf_buf_create(uint64_t size, uint32_t page_size, struct bf_buf **out) {
   buf->second_chance = size / 10;
   buf->page_size = page_size;
   buf->class_count = 0;
-  for (uint32_t s = 64; s <= page_size; s <<= 1)
+  for (uint32_t s = 64; s <= page_size; s <<= 1) {
     buf->class_size[buf->class_count++] = s;
+    if (s >= 128 && s + s / 2 < page_size)
+      buf->class_size[buf->class_count++] = s + s / 2;
+  }
   assert(buf->class_count <= BF_MAX_SIZE_CLASSES);
   atomic_init(&buf->tail, 0);
   atomic_init(&buf->head, 0);

@@ -287,7 +287,7 @@ typedef struct bf_recovery {
 void bf_recovery_info(bf_tree *tree, bf_recovery *out);
 
 /* Number of mini-page size classes reported in bf_stats. */
-#define BF_MAX_SIZE_CLASSES 16
+#define BF_MAX_SIZE_CLASSES 20
 
 /* Statistics.  Counters count since bf_open(). */
 typedef struct bf_stats {

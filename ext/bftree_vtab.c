@@ -489,6 +489,9 @@ typedef struct bfx_vtab {
   uint8_t *okbuf; size_t okcap;/* old key */
   uint64_t *types;             /* [ncol] record parse scratch */
   size_t *offs;
+  bfx_cursor *spare;           /* a closed cursor kept with its buffers for
+                               ** the next xOpen (one statement after
+                               ** another reuses one cursor's memory) */
 } bfx_vtab;
 
 static void vt_error(bfx_vtab *vt, const char *fmt, ...) {
@@ -820,8 +823,11 @@ static int bfxConnect(sqlite3 *db, void *pAux, int argc,
 
 static void txn_discard(bfx_vtab *vt);
 
+static void cursor_destroy(bfx_cursor *c);
+
 static void vt_free(bfx_vtab *vt) {
   txn_discard(vt);
+  if (vt->spare) cursor_destroy(vt->spare);
   keyset_free(&vt->moved);
   sqlite3_free(vt->marks);
   sqlite3_free(vt->obuf);
@@ -1124,22 +1130,29 @@ struct bfx_cursor {
   size_t *offs;
 };
 
+/* xOpen: a cursor, the vtab's spare one when it has one.  The row buffer
+** starts at the tree's largest record, so a lookup never has to be
+** repeated for want of room (get_row retries when the buffer is short). */
 static int bfxOpen(sqlite3_vtab *tab, sqlite3_vtab_cursor **ppCur) {
   bfx_vtab *vt = (bfx_vtab *)tab;
   bf_tree *tree;
   int rc = vt_tree(vt, &tree);
   if (rc != SQLITE_OK) return rc;
-  bfx_cursor *c = sqlite3_malloc64(sizeof *c);
-  if (!c) return SQLITE_NOMEM;
-  memset(c, 0, sizeof *c);
-  int ncol = vt->schema->ncol;
-  c->types = sqlite3_malloc64(sizeof(uint64_t) * (size_t)ncol);
-  c->offs = sqlite3_malloc64(sizeof(size_t) * (size_t)ncol);
-  if (!c->types || !c->offs) {
-    sqlite3_free(c->types);
-    sqlite3_free(c->offs);
-    sqlite3_free(c);
-    return SQLITE_NOMEM;
+  bfx_cursor *c = vt->spare;
+  if (c) {
+    vt->spare = NULL;
+  } else {
+    c = sqlite3_malloc64(sizeof *c);
+    if (!c) return SQLITE_NOMEM;
+    memset(c, 0, sizeof *c);
+    int ncol = vt->schema->ncol;
+    c->types = sqlite3_malloc64(sizeof(uint64_t) * (size_t)ncol);
+    c->offs = sqlite3_malloc64(sizeof(size_t) * (size_t)ncol);
+    if (!c->types || !c->offs ||
+        grow(&c->rowbuf, &c->rowcap, bf_max_record_size(tree)) != SQLITE_OK) {
+      cursor_destroy(c);
+      return SQLITE_NOMEM;
+    }
   }
   c->next = vt->cursors;
   vt->cursors = c;
@@ -1153,15 +1166,8 @@ static void free_points(bfx_cursor *c) {
   c->ipt = 0;
 }
 
-static int bfxClose(sqlite3_vtab_cursor *cur) {
-  bfx_cursor *c = (bfx_cursor *)cur;
-  bfx_vtab *vt = (bfx_vtab *)cur->pVtab;
-  for (bfx_cursor **pp = &vt->cursors; *pp; pp = &(*pp)->next) {
-    if (*pp == c) {
-      *pp = c->next;
-      break;
-    }
-  }
+/* Free a cursor that is in no list, with everything it holds. */
+static void cursor_destroy(bfx_cursor *c) {
   if (c->bc) bf_cursor_close(c->bc);
   free_points(c);
   sqlite3_free(c->kown);
@@ -1172,6 +1178,38 @@ static int bfxClose(sqlite3_vtab_cursor *cur) {
   sqlite3_free(c->types);
   sqlite3_free(c->offs);
   sqlite3_free(c);
+}
+
+/* xClose: the cursor becomes the vtab's spare (keeping its buffers, not its
+** engine cursor, bounds or points) unless there is one already. */
+static int bfxClose(sqlite3_vtab_cursor *cur) {
+  bfx_cursor *c = (bfx_cursor *)cur;
+  bfx_vtab *vt = (bfx_vtab *)cur->pVtab;
+  for (bfx_cursor **pp = &vt->cursors; *pp; pp = &(*pp)->next) {
+    if (*pp == c) {
+      *pp = c->next;
+      break;
+    }
+  }
+  if (vt->spare) {
+    cursor_destroy(c);
+    return SQLITE_OK;
+  }
+  if (c->bc) bf_cursor_close(c->bc);
+  free_points(c);
+  sqlite3_free(c->lo.k);
+  sqlite3_free(c->hi.k);
+  bfx_cursor keep = *c;
+  memset(c, 0, sizeof *c);
+  c->kown = keep.kown;
+  c->kowncap = keep.kowncap;
+  c->pts = keep.pts;
+  c->cpts = keep.cpts;
+  c->rowbuf = keep.rowbuf;
+  c->rowcap = keep.rowcap;
+  c->types = keep.types;
+  c->offs = keep.offs;
+  vt->spare = c;
   return SQLITE_OK;
 }
 
@@ -1670,6 +1708,23 @@ static bool cursor_on(bfx_vtab *vt, const uint8_t *k, size_t n) {
   return false;
 }
 
+/* The current row of a cursor of vt that holds key k as a copy made when
+** it moved onto k (point lookups): in a one-pass UPDATE, that is the
+** stored row xUpdate is about to change, read through the transaction after
+** every earlier change of the statement.  False when no cursor has it. */
+static bool cursor_row(bfx_vtab *vt, const uint8_t *k, size_t n,
+                       const uint8_t **row, size_t *len) {
+  for (bfx_cursor *c = vt->cursors; c; c = c->next) {
+    if (c->mode == MODE_POINTS && c->val == c->rowbuf &&
+        key_cmp(c->key, c->key_len, k, n) == 0) {
+      *row = c->val;
+      *len = c->val_len;
+      return true;
+    }
+  }
+  return false;
+}
+
 static int txn_ensure(bfx_vtab *vt);
 
 static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
@@ -1709,12 +1764,28 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
     return SQLITE_OK;
   }
 
+  /* The old row.  Until this transaction has moved a row onto another
+  ** key with OR REPLACE (vt->moved), nothing but a row's own UPDATE deletes
+  ** it, so the row SQLite just read through the transaction is there: its
+  ** content is needed only for columns the UPDATE leaves unchanged, and a
+  ** positioned point cursor holds a copy of it.  Otherwise it is read. */
+  const uint8_t *old = NULL;
   if (!is_insert) {
-    st = get_row(tree, txn, vt->okbuf, oklen, &vt->obuf, &vt->ocap, &olen);
-    if (st == BF_OK)
+    bool need_content = false;
+    for (int i = 0; i < ncol && !need_content; i++)
+      need_content = i != kc && sqlite3_value_nochange(argv[2 + i]);
+    if (vt->moved.count == 0 &&
+        (!need_content || cursor_row(vt, vt->okbuf, oklen, &old, &olen))) {
       have_old = true;
-    else if (st != BF_NOTFOUND)
-      return vt_engine_error(vt, st, "lookup");
+    } else {
+      st = get_row(tree, txn, vt->okbuf, oklen, &vt->obuf, &vt->ocap, &olen);
+      if (st == BF_OK) {
+        have_old = true;
+        old = vt->obuf;
+      } else if (st != BF_NOTFOUND) {
+        return vt_engine_error(vt, st, "lookup");
+      }
+    }
   }
 
   /* UPDATE of a row that is gone (deleted by an earlier OR REPLACE of the
@@ -1753,7 +1824,7 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
         a = argv[0];
       } else {
         if (!old_parsed) {
-          if (bfx_record_parse(vt->obuf, olen, ncol, &orec) != BFX_OK) {
+          if (bfx_record_parse(old, olen, ncol, &orec) != BFX_OK) {
             vt_error(vt, "bftree: table %s: malformed row record", vt_name(vt));
             rc = SQLITE_CORRUPT_VTAB;
             break;

@@ -125,12 +125,20 @@ static void test_classes(void **state) {
     struct bf_buf *buf;
     assert_int_equal(bf_buf_create(16ull * (ps + 8), ps, &buf), BF_OK);
     uint32_t n = bf_buf_class_count(buf);
-    assert_int_equal(n, log - 5);
+    /* powers of two 64..ps, and 1.5 times each from 128 up to ps/2 */
+    assert_int_equal(n, (log - 5) + (log - 7));
+    assert_true(n <= BF_MAX_SIZE_CLASSES);
     assert_int_equal(bf_buf_full_class(buf), n - 1);
     assert_int_equal(bf_buf_class_size(buf, n - 1), ps);
+    uint32_t want = 64;
     for (uint32_t c = 0; c < n; c++) {
       uint32_t s = bf_buf_class_size(buf, c);
-      assert_int_equal(s, 64u << c);
+      assert_int_equal(s, want);
+      assert_int_equal(s % 64, 0);
+      /* next: 1.5x after a power of two of 128 and more, else a power */
+      bool pow2 = (want & (want - 1)) == 0;
+      want = pow2 && want >= 128 ? want + want / 2 : (pow2 ? want * 2 : want / 3 * 4);
+      if (want == ps + ps / 2) want = 0; /* no class past the page */
       assert_int_equal(bf_buf_class_for(buf, s), c);
       assert_int_equal(bf_buf_class_for(buf, s - 1), c);
       if (c + 1 < n) assert_int_equal(bf_buf_class_for(buf, s + 1), c + 1);
@@ -201,7 +209,7 @@ static void test_alloc_free_reuse(void **state) {
   assert_false(bf_buf_needs_eviction(buf, 1));
 
   /* Another class does not take it; the same class does. */
-  uint8_t *y = alloc_ok(buf, 2, 9);
+  uint8_t *y = alloc_ok(buf, bf_buf_class_for(buf, 256), 9);
   assert_ptr_not_equal(y, x);
   assert_ptr_equal(y, x + 128 + HDR);
   uint8_t *z = alloc_ok(buf, 1, 10);
@@ -257,7 +265,7 @@ static void test_alloc_free_reuse(void **state) {
   assert_int_equal(st.blocks[full], 31);
   assert_int_equal(st.blocks[0], 3);
   assert_int_equal(st.blocks[1], 1);
-  assert_int_equal(st.blocks[2], 1);
+  assert_int_equal(st.blocks[bf_buf_class_for(buf, 256)], 1);
   bf_buf_destroy(buf);
 }
 
@@ -353,7 +361,7 @@ static void test_fifo_eviction(void **state) {
   static uint8_t *all[N];
   static uint32_t all_cls[N];
   for (uint32_t i = 0; i < N; i++) {
-    all_cls[i] = (uint32_t)(test_rand(&seed) % 4);
+    all_cls[i] = bf_buf_class_for(buf, 64u << (test_rand(&seed) % 4));
     all[i] = alloc_ok(buf, all_cls[i], i);
     fill(all[i], bf_buf_class_size(buf, all_cls[i]), i);
     if (i) assert_true(all[i] > all[i - 1]);
@@ -574,7 +582,7 @@ static void test_out_of_order_done(void **state) {
   assert_int_equal(bf_buf_create(1 << 20, 4096, &buf), BF_OK);
   uint8_t *blk[4];
   for (int i = 0; i < 4; i++) {
-    blk[i] = alloc_ok(buf, (uint32_t)i, (uint32_t)i);
+    blk[i] = alloc_ok(buf, bf_buf_class_for(buf, 64u << i), (uint32_t)i);
     bf_buf_publish(buf, blk[i]);
   }
   uint64_t total = 4 * HDR + 64 + 128 + 256 + 512;
@@ -597,8 +605,8 @@ static void test_out_of_order_done(void **state) {
   struct bf_buf_stats st;
   bf_buf_stats(buf, &st);
   assert_int_equal(st.live, HDR + 512);
-  assert_int_equal(st.blocks[3], 1);
-  assert_int_equal(st.blocks[0] + st.blocks[1] + st.blocks[2], 0);
+  for (uint32_t k = 0; k < bf_buf_class_count(buf); k++)
+    assert_int_equal(st.blocks[k], k == bf_buf_class_for(buf, 512) ? 1 : 0);
   bf_buf_destroy(buf);
 }
 
