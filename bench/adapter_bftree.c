@@ -37,7 +37,6 @@ static void bfc_options(const ycsb_cfg *cfg, bf_options *o) {
   o->buffer_size = cfg->cache_bytes;
   o->wal = true;
   o->synchronous = BF_SYNC_NORMAL;
-  if (getenv("XP_PROMOTE")) o->read_promote_percent = (uint32_t)atoi(getenv("XP_PROMOTE"));
 }
 
 static void bfc_describe(const ycsb_cfg *cfg, char *buf, size_t n) {
@@ -115,6 +114,7 @@ static int bfc_read(void *db, const uint8_t *key, uint8_t *value, size_t *len) {
 static int bfc_scan(void *db, const uint8_t *key, int n, ycsb_scan_state *ss) {
   bfh *h = db;
   bf_bound lo = {key, h->key_size, true};
+  bf_cursor_hint(h->cur, (uint64_t)n);
   int st = bf_cursor_seek(h->cur, &lo, NULL, false);
   for (int i = 0; i < n && st == BF_OK; i++) {
     const void *k, *v;

@@ -661,6 +661,12 @@ struct bf_io_request {
   int status;          /* OUT: BF_OK / BF_IOERR */
 };
 int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n);
+/* Write epoch: the number of data-file writes begun, when every begun write
+** has ended, else UINT64_MAX.  Pages read after taking an epoch e are still
+** the file's contents while bf_io_epoch_holds(io, e): no write began since.
+** Used to validate read-ahead pages without holding their latches. */
+uint64_t bf_io_write_epoch(struct bf_io *io);
+bool bf_io_epoch_holds(struct bf_io *io, uint64_t epoch);
 int bf_io_sync(struct bf_io *io);
 /* Current file size in bytes (BF_IOERR on fstat failure). */
 int bf_io_file_size(struct bf_io *io, uint64_t *size);
@@ -941,6 +947,9 @@ struct bf_tree {
   _Atomic int error;              /* sticky: first error that left state
                                   ** uncertain; writes refused after it */
   _Atomic int open_cursors;
+  _Atomic uint32_t scan_leaf_records; /* records per leaf seen by recent
+                                      ** scans (a running average; relaxed):
+                                      ** sizes read-ahead for a row hint */
   /* Durability (bf_txn.c, bf_tree.c). */
   struct bf_wal *wal;             /* NULL when opts.wal is false */
   char *wal_path;
@@ -952,6 +961,7 @@ struct bf_tree {
     _Atomic uint64_t cache_hits, cache_misses, leaf_reads, leaf_writes,
         bytes_read, bytes_written, merges, splits, evictions,
         copy_on_access, record_promotions, phantoms, page_promotions,
+        read_ahead_leaves, read_ahead_dropped,
         mini_grows, commits, checkpoints;
   } count;
 };
@@ -980,6 +990,10 @@ struct bf_wset *bf_txn_wset(bf_txn *txn);
 ** into page (page_size bytes, aligned). */
 int bf_tree_read_leaf(bf_tree *tree, const struct bf_leaf_entry *entry,
                       uint8_t *page, struct bf_leaf *leaf);
+/* Verify a leaf page already read (as bf_tree_read_leaf does after its
+** read) and view it in *leaf. */
+int bf_tree_verify_leaf(bf_tree *tree, const struct bf_leaf_entry *entry,
+                        uint8_t *page, struct bf_leaf *leaf);
 /* Find and latch the leaf whose range holds key (mode BF_FIND_KEY) or the
 ** keys just below key (BF_FIND_BEFORE).  Validated: on return the leaf
 ** covers the keys asked for until unlatched. */

@@ -19,6 +19,20 @@
 ** scan_promote_percent a leaf read from disk becomes a full-page mini-page
 ** (bf_tree_promote_page), which later scans read from memory.
 **
+** READ-AHEAD.  When a leaf must come from disk and the scan will probably
+** need the leaves after it (bf_cursor_hint, or a scan that has already read
+** two leaves from disk), the cursor finds the next leaves in the pinned
+** inner nodes (their fences come from the separators), notes the disk page
+** of each that has no full-page mini-page (under a try-latch: never waiting
+** while it holds the current leaf's latch), and reads them together with
+** the current leaf in one batch (bf_io_read_batch: parallel with io_uring).
+** A read-ahead page is used later, under that leaf's latch, only if the
+** leaf still has that disk page and no write to the data file began since
+** the batch was issued (bf_io_write_epoch): every leaf write begins after
+** the epoch then, so the bytes read are the leaf's current page; otherwise
+** the read-ahead pages are dropped and the leaf is read again.  Pages are
+** verified (CRC, structure) when used, like any read.
+**
 ** Invariants:
 **   1. items[0..count) are ascending and inside [lower, upper].
 **   2. pos indexes the current item; valid == (pos < count).
@@ -27,6 +41,8 @@
 #include "bf_int.h"
 
 #include <stdlib.h>
+
+#define READAHEAD_MAX 8 /* leaves read ahead in one batch */
 
 struct scan_item {
   uint32_t key_off, key_len, value_off, value_len;
@@ -62,6 +78,19 @@ struct bf_cursor {
   uint8_t *data2;
   size_t data2_cap;
   uint8_t *key_buf;            /* one full key (max key size) */
+  /* Read-ahead (see READ-AHEAD). */
+  uint64_t hint_rows;          /* bf_cursor_hint: records wanted per seek */
+  uint64_t rows_seen;          /* records batched since the seek */
+  uint32_t disk_loads;         /* leaves read from disk since the seek */
+  uint8_t *ra_pages;           /* READAHEAD_MAX pages (aligned), lazily */
+  uint8_t *ra_keys;            /* 3 keys of max_key + 1 bytes, lazily */
+  struct ra_slot {
+    uint32_t leaf_id;
+    uint64_t disk_page;
+    bool ready;                /* read, not yet used */
+  } ra[READAHEAD_MAX];
+  uint32_t ra_count;
+  uint64_t ra_epoch;           /* bf_io_write_epoch when they were read */
 };
 
 static int key_set(struct key_copy *k, const void *data, size_t len,
@@ -114,9 +143,13 @@ void bf_cursor_close(bf_cursor *c) {
   free(c->items2);
   free(c->data2);
   bf_free_aligned(c->page);
+  bf_free_aligned(c->ra_pages);
+  bf_free(c->ra_keys);
   bf_free(c->key_buf);
   bf_free(c);
 }
+
+void bf_cursor_hint(bf_cursor *c, uint64_t rows) { c->hint_rows = rows; }
 
 /* Is key above the lower bound / below the upper bound? */
 static bool above_lower(const bf_cursor *c, const uint8_t *key, uint32_t len) {
@@ -374,6 +407,153 @@ static int set_next(bf_cursor *c, const struct bf_leaf *leaf) {
   return BF_OK;
 }
 
+/* ------------------------------------------------------------------------
+** Read-ahead.
+*/
+
+/* How many leaves after the current one to read with it. */
+static uint32_t ra_window(const bf_cursor *c) {
+  uint64_t w;
+  if (c->hint_rows) {
+    if (c->rows_seen >= c->hint_rows) return 0;
+    uint64_t per = atomic_load_explicit(&c->tree->scan_leaf_records,
+                                        memory_order_relaxed);
+    if (per == 0) per = c->tree->page_size / 128;
+    if (per == 0) per = 1;
+    uint64_t left = c->hint_rows - c->rows_seen;
+    /* A seek lands mid-leaf: its first leaf counts as half. */
+    if (c->rows_seen == 0) left += per / 2;
+    w = (left + per - 1) / per; /* leaves, this one included */
+    w = w ? w - 1 : 0;
+  } else {
+    w = c->disk_loads == 0 ? 0 : 1ull << (c->disk_loads - 1);
+  }
+  return w > READAHEAD_MAX ? READAHEAD_MAX : (uint32_t)w;
+}
+
+/* Note up to w leaves after leaf_id (found by key, mode) in the scan's
+** direction whose pages must come from disk, in c->ra.  Best effort: stops
+** at the range's end, at a leaf whose latch is taken, or on any error. */
+static void ra_plan(bf_cursor *c, uint32_t leaf_id, const uint8_t *key,
+                    uint32_t key_len, int mode, uint32_t w) {
+  bf_tree *t = c->tree;
+  uint32_t kcap = t->max_key + 1;
+  c->ra_count = 0;
+  if (!c->ra_keys) {
+    c->ra_keys = bf_malloc(3 * (size_t)kcap);
+    if (!c->ra_keys) return;
+  }
+  uint8_t *kbuf = c->ra_keys;
+  struct bf_inner_path path;
+  memset(&path, 0, sizeof path);
+  path.low = c->ra_keys + kcap;
+  path.high = c->ra_keys + 2 * (size_t)kcap;
+  if (bf_inner_find(t->inner, key, key_len, mode | BF_FIND_FENCES, &path) !=
+          BF_OK ||
+      path.leaf_id != leaf_id)
+    return;
+  for (uint32_t seen = 0; seen < w; seen++) {
+    if (!c->descending) {
+      if (path.high_inf) return;
+      if (c->upper.present) {
+        int r = bf_key_compare(path.high, path.high_len, c->upper.data,
+                               c->upper.len);
+        if (r > 0 || (r == 0 && !c->upper.inclusive)) return;
+      }
+      key_len = path.high_len;
+      memcpy(kbuf, path.high, key_len);
+      mode = BF_FIND_KEY;
+    } else {
+      if (path.low_inf) return;
+      if (c->lower.present &&
+          bf_key_compare(path.low, path.low_len, c->lower.data,
+                         c->lower.len) <= 0)
+        return;
+      key_len = path.low_len;
+      memcpy(kbuf, path.low, key_len);
+      mode = BF_FIND_BEFORE;
+    }
+    if (bf_inner_find(t->inner, kbuf, key_len, mode | BF_FIND_FENCES, &path) !=
+        BF_OK)
+      return;
+    struct bf_leaf_entry *e = bf_map_get(t->map, path.leaf_id);
+    if (!bf_try_latch_shared(&e->latch)) return;
+    uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+    if (!mini || bf_buf_node_class(mini) != t->full_class) {
+      c->ra[c->ra_count].leaf_id = path.leaf_id;
+      c->ra[c->ra_count].disk_page = e->disk_page;
+      c->ra[c->ra_count].ready = false;
+      c->ra_count++;
+    }
+    bf_unlatch_shared(&e->latch);
+  }
+}
+
+/* Read the latched leaf e (found by key, mode) into c->page, with the
+** leaves after it that the scan will probably need into c->ra_pages. */
+static int read_leaf_ahead(bf_cursor *c, uint32_t leaf_id,
+                           struct bf_leaf_entry *e, const uint8_t *key,
+                           uint32_t key_len, int mode, struct bf_leaf *leaf) {
+  bf_tree *t = c->tree;
+  uint32_t w = ra_window(c);
+  c->disk_loads++;
+  c->ra_count = 0;
+  if (w && !c->ra_pages)
+    c->ra_pages = bf_malloc_aligned(4096, (size_t)READAHEAD_MAX * t->page_size);
+  uint64_t epoch = bf_io_write_epoch(t->io);
+  if (w && c->ra_pages && epoch != UINT64_MAX)
+    ra_plan(c, leaf_id, key, key_len, mode, w);
+  if (c->ra_count == 0) return bf_tree_read_leaf(t, e, c->page, leaf);
+
+  struct bf_io_request reqs[READAHEAD_MAX + 1];
+  uint32_t n = c->ra_count + 1;
+  reqs[0].buf = c->page;
+  reqs[0].len = t->page_size;
+  reqs[0].offset = e->disk_page * t->page_size;
+  for (uint32_t i = 0; i < c->ra_count; i++) {
+    reqs[i + 1].buf = c->ra_pages + (size_t)i * t->page_size;
+    reqs[i + 1].len = t->page_size;
+    reqs[i + 1].offset = c->ra[i].disk_page * t->page_size;
+  }
+  bf_io_read_batch(t->io, reqs, n);
+  for (uint32_t i = 0; i < n; i++) {
+    if (reqs[i].status != BF_OK) continue;
+    BF_COUNT(t, leaf_reads, 1);
+    BF_COUNT(t, bytes_read, t->page_size);
+    if (i) c->ra[i - 1].ready = true;
+  }
+  BF_COUNT(t, read_ahead_leaves, c->ra_count);
+  c->ra_epoch = epoch;
+  if (reqs[0].status != BF_OK) {
+    c->ra_count = 0;
+    return reqs[0].status;
+  }
+  return bf_tree_verify_leaf(t, e, c->page, leaf);
+}
+
+/* The latched leaf's page from the read-ahead batch, into c->page: BF_OK,
+** BF_NOTFOUND (not read ahead, or no longer current: read it), or the
+** page's verification error. */
+static int ra_take(bf_cursor *c, uint32_t leaf_id, struct bf_leaf_entry *e,
+                   struct bf_leaf *leaf) {
+  bf_tree *t = c->tree;
+  for (uint32_t i = 0; i < c->ra_count; i++) {
+    if (c->ra[i].leaf_id != leaf_id || !c->ra[i].ready) continue;
+    c->ra[i].ready = false;
+    if (c->ra[i].disk_page != e->disk_page ||
+        !bf_io_epoch_holds(t->io, c->ra_epoch)) {
+      uint32_t unused = 0;
+      for (uint32_t j = 0; j < c->ra_count; j++) unused += c->ra[j].ready;
+      BF_COUNT(t, read_ahead_dropped, unused + 1);
+      c->ra_count = 0; /* the file changed: drop them all */
+      return BF_NOTFOUND;
+    }
+    memcpy(c->page, c->ra_pages + (size_t)i * t->page_size, t->page_size);
+    return bf_tree_verify_leaf(t, e, c->page, leaf);
+  }
+  return BF_NOTFOUND;
+}
+
 /* Load the batch of the leaf found by (key, mode). */
 static int load_leaf(bf_cursor *c, const uint8_t *key, uint32_t key_len,
                      int mode) {
@@ -396,7 +576,18 @@ static int load_leaf(bf_cursor *c, const uint8_t *key, uint32_t key_len,
     bf_unlatch_shared(&e->latch);
     return rc;
   }
-  rc = bf_tree_read_leaf(t, e, c->page, &leaf);
+  rc = ra_take(c, leaf_id, e, &leaf);
+  if (rc == BF_NOTFOUND)
+    rc = read_leaf_ahead(c, leaf_id, e, key, key_len, mode, &leaf);
+  if (rc == BF_OK) {
+    /* Relaxed running average (7/8 old, 1/8 new) of records per leaf. */
+    uint32_t avg = atomic_load_explicit(&t->scan_leaf_records,
+                                        memory_order_relaxed);
+    uint32_t n = bf_node_count(leaf.node);
+    atomic_store_explicit(&t->scan_leaf_records,
+                          avg ? avg - avg / 8 + n / 8 : n,
+                          memory_order_relaxed);
+  }
   if (rc == BF_OK) rc = collect(c, &leaf, mini);
   if (rc == BF_OK && c->txn) rc = overlay_txn(c, &leaf);
   if (rc == BF_OK) rc = set_next(c, &leaf);
@@ -420,6 +611,7 @@ static int fill(bf_cursor *c, const uint8_t *key, uint32_t key_len, int mode) {
       c->valid = false;
       return rc;
     }
+    c->rows_seen += c->count;
     if (c->count) {
       c->pos = c->descending ? c->count - 1 : 0;
       c->valid = true;
@@ -442,6 +634,8 @@ int bf_cursor_seek(bf_cursor *c, const bf_bound *lower, const bf_bound *upper,
   c->valid = false;
   c->count = 0;
   c->descending = descending;
+  c->rows_seen = 0;
+  c->disk_loads = 0;
   c->lower.present = c->upper.present = false;
   if (lower && lower->key) {
     if (lower->key_len > t->max_key) return BF_TOOBIG;

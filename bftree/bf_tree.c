@@ -165,12 +165,17 @@ int bf_tree_latch_leaf(bf_tree *t, const uint8_t *key, uint32_t key_len,
 
 int bf_tree_read_leaf(bf_tree *t, const struct bf_leaf_entry *e, uint8_t *page,
                       struct bf_leaf *leaf) {
-  char err[128];
   int rc = bf_io_read(t->io, page, t->page_size, e->disk_page * t->page_size);
   if (rc != BF_OK) return rc;
   BF_COUNT(t, leaf_reads, 1);
   BF_COUNT(t, bytes_read, t->page_size);
-  rc = bf_leaf_verify(page, t->page_size, e->disk_page, leaf, err, sizeof err);
+  return bf_tree_verify_leaf(t, e, page, leaf);
+}
+
+int bf_tree_verify_leaf(bf_tree *t, const struct bf_leaf_entry *e,
+                        uint8_t *page, struct bf_leaf *leaf) {
+  char err[128];
+  int rc = bf_leaf_verify(page, t->page_size, e->disk_page, leaf, err, sizeof err);
   if (rc != BF_OK) {
     bf_error_bkpt(rc, __FILE__, __LINE__);
     if (getenv("BF_DEBUG_ERRORS"))
@@ -1691,6 +1696,8 @@ void bf_stats_get(bf_tree *t, bf_stats *s) {
   LOAD(record_promotions);
   LOAD(phantoms);
   LOAD(page_promotions);
+  LOAD(read_ahead_leaves);
+  LOAD(read_ahead_dropped);
   LOAD(mini_grows);
   LOAD(commits);
   LOAD(checkpoints);

@@ -1366,6 +1366,7 @@ static int range_resume(bfx_cursor *c, bf_tree *tree) {
   bf_bound hi = {c->hi.k, c->hi.n, c->hi_incl};
   const bf_bound *plo = c->desc ? (c->has_lo ? &lo : NULL) : &past;
   const bf_bound *phi = c->desc ? &past : (c->has_hi ? &hi : NULL);
+  bf_cursor_hint(c->bc, c->left > 0 ? (uint64_t)c->left : 0);
   int st = bf_cursor_seek(c->bc, plo, phi, c->desc); /* copies the bounds */
   if (st != BF_OK && st != BF_DONE) return vt_engine_error(vt, st, "seek");
   range_settle(c);
@@ -1611,6 +1612,8 @@ static int bfxFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
     }
     bf_bound lo = {c->lo.k, c->lo.n, c->lo_incl};
     bf_bound hi = {c->hi.k, c->hi.n, c->hi_incl};
+    /* LIMIT (and OFFSET) say how many rows the scan will read. */
+    bf_cursor_hint(c->bc, c->left > 0 ? (uint64_t)(c->left + offset) : 0);
     int st = bf_cursor_seek(c->bc, c->has_lo ? &lo : NULL,
                             c->has_hi ? &hi : NULL, c->desc);
     if (st != BF_OK && st != BF_DONE) {

@@ -124,6 +124,8 @@ static void verify_scan(bf_tree *t, bf_cursor *c, const struct model *m,
     upper.inclusive = test_rand(rs) % 2;
   }
   int limit = 1 + (int)(test_rand(rs) % 150);
+  /* A row hint (read-ahead) on two scans in three; never changes results. */
+  bf_cursor_hint(c, test_rand(rs) % 3 ? 1 + test_rand(rs) % 300 : 0);
   int rc = bf_cursor_seek(c, has_lo ? &lower : NULL, has_hi ? &upper : NULL, desc);
   /* Walk the model in the same direction. */
   int64_t n;

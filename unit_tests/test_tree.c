@@ -216,6 +216,160 @@ static void test_many(void **state) {
   check_ok(f->tree);
 }
 
+/* Scan every key of [0, n) with a row hint, in one direction; values must
+** be "new-<id>" for ids in [new_lo, new_hi) and "old-<id>" otherwise.  When
+** mutate is set, after the first rows it rewrites ids [new_lo, new_hi) and
+** checkpoints: leaves read ahead before that are on disk anew when the
+** scan gets to them. */
+static void scan_hinted(struct fixture *f, uint32_t n, bool desc, bool mutate,
+                        uint32_t new_lo, uint32_t new_hi) {
+  char k[32], v[64];
+  size_t klen;
+  bf_cursor *c;
+  assert_int_equal(bf_cursor_open(f->tree, &c), BF_OK);
+  bf_cursor_hint(c, n);
+  uint32_t seen = 0;
+  for (int rc = bf_cursor_seek(c, NULL, NULL, desc); rc == BF_OK;
+       rc = bf_cursor_next(c)) {
+    uint32_t id = desc ? n - 1 - seen : seen;
+    const void *kp, *vp;
+    size_t kl, vl;
+    bf_cursor_key(c, &kp, &kl);
+    bf_cursor_value(c, &vp, &vl);
+    key_of(id, k, &klen);
+    assert_int_equal(kl, klen);
+    assert_memory_equal(kp, k, klen);
+    bool fresh = id >= new_lo && id < new_hi;
+    int l = snprintf(v, sizeof v, "%s-%u-padding-padding-padding-padding",
+                     fresh ? "new" : "old", id);
+    if (vl != (size_t)l || memcmp(vp, v, vl) != 0)
+      fail_msg("key %u: value %.*s, expected %s", id, (int)vl,
+               (const char *)vp, v);
+    seen++;
+    if (mutate && seen == 3) {
+      for (uint32_t i = new_lo; i < new_hi; i++) {
+        key_of(i, k, &klen);
+        l = snprintf(v, sizeof v, "new-%u-padding-padding-padding-padding", i);
+        assert_int_equal(bf_put(f->tree, k, klen, v, (size_t)l), BF_OK);
+      }
+      assert_int_equal(bf_checkpoint(f->tree), BF_OK);
+    }
+  }
+  assert_int_equal(seen, n);
+  bf_cursor_close(c);
+}
+
+/* Read-ahead: a hinted scan of leaves on disk reads each leaf once, most
+** of them in batches; a page read ahead is not used once the file changed
+** (the leaves rewritten meanwhile are read again: their new values show). */
+static void test_readahead(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[64];
+  size_t klen;
+  const uint32_t n = 6000;
+  f->opts.scan_promote_percent = 0; /* leaves stay on disk */
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t id = (i * 7919u) % n;
+    key_of(id, k, &klen);
+    int l = snprintf(v, sizeof v, "old-%u-padding-padding-padding-padding", id);
+    assert_int_equal(bf_put(f->tree, k, klen, v, (size_t)l), BF_OK);
+  }
+  for (int desc = 0; desc < 2; desc++) {
+    reopen(f); /* an empty buffer: every leaf is on disk */
+    bf_stats a, b;
+    bf_stats_get(f->tree, &a);
+    scan_hinted(f, n, desc, false, 0, 0);
+    bf_stats_get(f->tree, &b);
+    assert_true(a.leaf_pages > 40);
+    assert_int_equal(b.leaf_reads - a.leaf_reads, a.leaf_pages);
+    /* all but the first leaf and one per batch of up to 8 came ahead */
+    assert_true(b.read_ahead_leaves - a.read_ahead_leaves >= a.leaf_pages * 3 / 4);
+    assert_int_equal(b.read_ahead_dropped, 0);
+  }
+  /* Rewrite leaves the scan has read ahead but not reached. */
+  for (int desc = 0; desc < 2; desc++) {
+    reopen(f);
+    uint32_t lo = desc ? n - 400 : 150, hi = desc ? n - 150 : 400;
+    scan_hinted(f, n, desc, true, lo, hi);
+    bf_stats st;
+    bf_stats_get(f->tree, &st);
+    assert_true(st.read_ahead_dropped > 0);
+    /* back to the old values for the next round */
+    for (uint32_t i = lo; i < hi; i++) {
+      key_of(i, k, &klen);
+      int l = snprintf(v, sizeof v, "old-%u-padding-padding-padding-padding", i);
+      assert_int_equal(bf_put(f->tree, k, klen, v, (size_t)l), BF_OK);
+    }
+  }
+  check_ok(f->tree);
+}
+
+/* Put "<tag>-<id>" values for ids [lo, hi), and the old values again for
+** every other id of [0, n): with a small buffer that evicts (merges) every
+** leaf's mini-page, so the leaves of [lo, hi) reach the disk. */
+static void rewrite_all(struct fixture *f, uint32_t n, uint32_t lo, uint32_t hi,
+                        const char *tag) {
+  char k[32], v[64];
+  size_t klen;
+  for (uint32_t i = 0; i < n; i++) {
+    bool in = i >= lo && i < hi;
+    key_of(i, k, &klen);
+    int l = snprintf(v, sizeof v, "%s-%u-padding-padding-padding-padding",
+                     in ? tag : "old", i);
+    assert_int_equal(bf_put(f->tree, k, klen, v, (size_t)l), BF_OK);
+  }
+}
+
+/* Read-ahead against leaves rewritten in place (same disk page): only the
+** write epoch tells that the page read ahead is stale. */
+static void test_readahead_in_place(void **state) {
+  struct fixture *f = *state;
+  const uint32_t n = 6000, lo = 150, hi = 400; /* past the first leaf */
+  f->opts.scan_promote_percent = 0;
+  f->opts.read_promote_percent = 0;
+  f->opts.buffer_size = 72 << 10;
+  open_tree(f);
+  rewrite_all(f, n, 0, 0, "old");
+  reopen(f);
+  /* The leaves of [lo, hi) leave the checkpoint (copy-on-write merges):
+  ** their next merges write in place. */
+  rewrite_all(f, n, lo, hi, "mid");
+  bf_stats a;
+  bf_stats_get(f->tree, &a);
+  bf_cursor *c;
+  assert_int_equal(bf_cursor_open(f->tree, &c), BF_OK);
+  bf_cursor_hint(c, n);
+  uint32_t seen = 0;
+  char k[32], v[64];
+  size_t klen;
+  for (int rc = bf_cursor_seek(c, NULL, NULL, false); rc == BF_OK;
+       rc = bf_cursor_next(c)) {
+    const void *kp, *vp;
+    size_t kl, vl;
+    bf_cursor_key(c, &kp, &kl);
+    bf_cursor_value(c, &vp, &vl);
+    key_of(seen, k, &klen);
+    assert_int_equal(kl, klen);
+    assert_memory_equal(kp, k, klen);
+    const char *tag = seen >= lo && seen < hi ? (seen >= 3 ? "new" : "mid") : "old";
+    int l = snprintf(v, sizeof v, "%s-%u-padding-padding-padding-padding", tag,
+                     seen);
+    if (vl != (size_t)l || memcmp(vp, v, vl) != 0)
+      fail_msg("key %u: value %.*s, expected %s", seen, (int)vl,
+               (const char *)vp, v);
+    seen++;
+    if (seen == 3) rewrite_all(f, n, lo, hi, "new");
+  }
+  assert_int_equal(seen, n);
+  bf_cursor_close(c);
+  bf_stats b;
+  bf_stats_get(f->tree, &b);
+  assert_true(b.read_ahead_leaves > a.read_ahead_leaves);
+  assert_true(b.read_ahead_dropped > a.read_ahead_dropped);
+  check_ok(f->tree);
+}
+
 static void test_bad_options(void **state) {
   struct fixture *f = *state;
   char *err = NULL;
@@ -304,6 +458,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_readahead, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_readahead_in_place, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_page, setup, teardown),
