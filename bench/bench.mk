@@ -6,13 +6,15 @@
 #                       data/budget sweep; results in bench/results/
 #   make bench-quick    a smaller matrix (< 3 min): 32 MiB, data = budget,
 #                       workloads A C E W, 1 s measured
+#   make bench-shapes   16-byte keys and values (the paper's shape), data =
+#                       4x a 16 MiB budget, workloads A C E W (about 15 min)
 #   make bench-build    build build/rel/bench/ycsb-* (installs missing packages)
 #   make bench-engine   the engine micro-benchmark (bench/engine_bench.c)
 #
 # One run by hand: bench/run.sh one ENGINE WORKLOAD [ratio], or the driver
 # itself: build/rel/bench/ycsb-<family> --help.
 
-.PHONY: bench bench-quick bench-build bench-deps bench-engine
+.PHONY: bench bench-quick bench-shapes bench-build bench-deps bench-engine
 
 BENCH_PKGS = libsqlite3-dev librocksdb-dev liblmdb-dev libwiredtiger-dev gnuplot-nox
 # One driver binary per engine family, each linking only its own libraries
@@ -50,6 +52,9 @@ bench: bench-build
 
 bench-quick: bench-build
 	@bench/run.sh quick
+
+bench-shapes: bench-build
+	@bench/run.sh shapes
 
 bench-engine: deps
 	@$(MAKE) --no-print-directory VARIANT=rel lib build/rel/bench/engine_bench

@@ -6,6 +6,8 @@
 # Usage:
 #   bench/run.sh default          the `make bench` matrix (<= 20 min)
 #   bench/run.sh quick            the `make bench-quick` matrix (< 3 min)
+#   bench/run.sh shapes           the `make bench-shapes` matrix: 16-byte
+#                                 keys and values, 16 MiB budget, data 4x
 #   bench/run.sh one ENGINE WORKLOAD [RATIO]
 #                                 one run (a load first when WORKLOAD is not
 #                                 load and no loaded data set of this
@@ -67,6 +69,22 @@ case $MODE in
     SECONDS_=${BENCH_SECONDS:-1}
     WMIN=${BENCH_WARMUP_MIN:-0.5}
     WMAX=${BENCH_WARMUP_MAX:-2}
+    ;;
+  shapes)
+    # The small-record shape of the Bf-Tree paper: 16-byte keys, 16-byte
+    # values (BLOB keys through SQL), data 4x a 16 MiB budget (2.1M records).
+    ENGINES=${BENCH_ENGINES:-"sqlite-sql sqlite-c bftree-sql bftree-sql-prep bftree-c rocksdb lmdb"}
+    BUDGET=${BENCH_BUDGET:-16}
+    KEY=${BENCH_KEY:-16}
+    VALUE=${BENCH_VALUE:-16}
+    WORKLOADS=${BENCH_WORKLOADS:-"A C E W"}
+    SWEEP=${BENCH_SWEEP-""}
+    SWEEP_WORKLOADS=${BENCH_SWEEP_WORKLOADS:-"C"}
+    EXTRA_DIST=${BENCH_EXTRA_DIST-}
+    EXTRA_WORKLOADS=${BENCH_EXTRA_WORKLOADS:-"C"}
+    SECONDS_=${BENCH_SECONDS:-5}
+    WMIN=${BENCH_WARMUP_MIN:-2}
+    WMAX=${BENCH_WARMUP_MAX:-5}
     ;;
   one)
     [ $# -ge 3 ] || { sed -n '2,20p' "$0"; exit 2; }
