@@ -1,5 +1,5 @@
 # bench/bench.mk: the YCSB-style benchmark instrument (included by the
-# Makefile).  See bench/README.md.
+# Makefile).  See README.md, "Benchmarks".
 #
 #   make bench          the default matrix (<= 20 min): every engine, every
 #                       workload, data = 4x a 32 MiB budget, plus the

@@ -425,6 +425,9 @@ struct bf_leaf_entry {
                                 ** with release under the exclusive latch,
                                 ** read relaxed by statistics */
   uint64_t disk_page;           /* page number of the leaf page */
+  uint32_t page_version;        /* bumped before every write of the leaf's
+                                ** page (in place or moved): a copy read
+                                ** at an older version is stale */
 };
 #define BF_ENTRY_IN_CHECKPOINT 1  /* disk_page is referenced by the last
                                   ** checkpoint: never overwrite it */
@@ -661,12 +664,6 @@ struct bf_io_request {
   int status;          /* OUT: BF_OK / BF_IOERR */
 };
 int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n);
-/* Write epoch: the number of data-file writes begun, when every begun write
-** has ended, else UINT64_MAX.  Pages read after taking an epoch e are still
-** the file's contents while bf_io_epoch_holds(io, e): no write began since.
-** Used to validate read-ahead pages without holding their latches. */
-uint64_t bf_io_write_epoch(struct bf_io *io);
-bool bf_io_epoch_holds(struct bf_io *io, uint64_t epoch);
 int bf_io_sync(struct bf_io *io);
 /* Current file size in bytes (BF_IOERR on fstat failure). */
 int bf_io_file_size(struct bf_io *io, uint64_t *size);

@@ -129,12 +129,6 @@ struct bf_io {
 
   /* Relaxed: a diagnostic; the most recent failure of any thread wins. */
   _Atomic int last_errno;
-
-  /* Writes begun and writes ended (sequentially consistent): a reader that
-  ** saw them equal before reading pages, and sees writes_started unchanged
-  ** later, knows that no write overlapped or followed its reads
-  ** (bf_io_write_epoch). */
-  _Atomic uint64_t writes_started, writes_ended;
 };
 
 /* One whole read or write in progress. */
@@ -453,7 +447,7 @@ int bf_io_read(struct bf_io *io, void *buf, size_t len, uint64_t offset) {
   return op_status(io, &op);
 }
 
-/* The write of bf_io_write, between the epoch counters. */
+/* The write of bf_io_write, its arguments checked. */
 static int write_one(struct bf_io *io, const void *buf, size_t len,
                      uint64_t offset) {
   /* The buffer is only read (pwrite / IORING_OP_WRITE); the cast lets one
@@ -472,20 +466,7 @@ int bf_io_write(struct bf_io *io, const void *buf, size_t len,
     return BF_IOERR;
   }
   bf_crash_point(io->fd, buf, len, offset);
-  atomic_fetch_add(&io->writes_started, 1);
-  int rc = write_one(io, buf, len, offset);
-  atomic_fetch_add(&io->writes_ended, 1);
-  return rc;
-}
-
-uint64_t bf_io_write_epoch(struct bf_io *io) {
-  uint64_t ended = atomic_load(&io->writes_ended);
-  uint64_t started = atomic_load(&io->writes_started);
-  return started == ended ? started : UINT64_MAX;
-}
-
-bool bf_io_epoch_holds(struct bf_io *io, uint64_t epoch) {
-  return epoch != UINT64_MAX && atomic_load(&io->writes_started) == epoch;
+  return write_one(io, buf, len, offset);
 }
 
 /*

@@ -26,12 +26,14 @@
 ** of each that has no full-page mini-page (under a try-latch: never waiting
 ** while it holds the current leaf's latch), and reads them together with
 ** the current leaf in one batch (bf_io_read_batch: parallel with io_uring).
-** A read-ahead page is used later, under that leaf's latch, only if the
-** leaf still has that disk page and no write to the data file began since
-** the batch was issued (bf_io_write_epoch): every leaf write begins after
-** the epoch then, so the bytes read are the leaf's current page; otherwise
-** the read-ahead pages are dropped and the leaf is read again.  Pages are
-** verified (CRC, structure) when used, like any read.
+** The disk page and page_version of each are noted under its latch; a
+** leaf's page is written only under its exclusive latch, after its version
+** is bumped (leaf_merge).  A read-ahead page is used later, under that
+** leaf's latch, only if the leaf still has that disk page and version: then
+** no write of the leaf began after the noting, none was in flight then, and
+** the bytes read are its current page.  Otherwise the page is dropped and
+** the leaf read again.  Pages are verified (CRC, structure) when used, like
+** any read.
 **
 ** Invariants:
 **   1. items[0..count) are ascending and inside [lower, upper].
@@ -87,10 +89,10 @@ struct bf_cursor {
   struct ra_slot {
     uint32_t leaf_id;
     uint64_t disk_page;
+    uint32_t page_version;     /* the leaf's, when noted */
     bool ready;                /* read, not yet used */
   } ra[READAHEAD_MAX];
   uint32_t ra_count;
-  uint64_t ra_epoch;           /* bf_io_write_epoch when they were read */
 };
 
 static int key_set(struct key_copy *k, const void *data, size_t len,
@@ -426,7 +428,9 @@ static uint32_t ra_window(const bf_cursor *c) {
     w = (left + per - 1) / per; /* leaves, this one included */
     w = w ? w - 1 : 0;
   } else {
-    w = c->disk_loads == 0 ? 0 : 1ull << (c->disk_loads - 1);
+    w = c->disk_loads == 0 ? 0
+        : c->disk_loads > 4 ? READAHEAD_MAX
+                            : 1u << (c->disk_loads - 1);
   }
   return w > READAHEAD_MAX ? READAHEAD_MAX : (uint32_t)w;
 }
@@ -482,6 +486,7 @@ static void ra_plan(bf_cursor *c, uint32_t leaf_id, const uint8_t *key,
     if (!mini || bf_buf_node_class(mini) != t->full_class) {
       c->ra[c->ra_count].leaf_id = path.leaf_id;
       c->ra[c->ra_count].disk_page = e->disk_page;
+      c->ra[c->ra_count].page_version = e->page_version;
       c->ra[c->ra_count].ready = false;
       c->ra_count++;
     }
@@ -500,9 +505,7 @@ static int read_leaf_ahead(bf_cursor *c, uint32_t leaf_id,
   c->ra_count = 0;
   if (w && !c->ra_pages)
     c->ra_pages = bf_malloc_aligned(4096, (size_t)READAHEAD_MAX * t->page_size);
-  uint64_t epoch = bf_io_write_epoch(t->io);
-  if (w && c->ra_pages && epoch != UINT64_MAX)
-    ra_plan(c, leaf_id, key, key_len, mode, w);
+  if (w && c->ra_pages) ra_plan(c, leaf_id, key, key_len, mode, w);
   if (c->ra_count == 0) return bf_tree_read_leaf(t, e, c->page, leaf);
 
   struct bf_io_request reqs[READAHEAD_MAX + 1];
@@ -520,10 +523,11 @@ static int read_leaf_ahead(bf_cursor *c, uint32_t leaf_id,
     if (reqs[i].status != BF_OK) continue;
     BF_COUNT(t, leaf_reads, 1);
     BF_COUNT(t, bytes_read, t->page_size);
-    if (i) c->ra[i - 1].ready = true;
+    if (i) {
+      c->ra[i - 1].ready = true;
+      BF_COUNT(t, read_ahead_leaves, 1);
+    }
   }
-  BF_COUNT(t, read_ahead_leaves, c->ra_count);
-  c->ra_epoch = epoch;
   if (reqs[0].status != BF_OK) {
     c->ra_count = 0;
     return reqs[0].status;
@@ -541,11 +545,8 @@ static int ra_take(bf_cursor *c, uint32_t leaf_id, struct bf_leaf_entry *e,
     if (c->ra[i].leaf_id != leaf_id || !c->ra[i].ready) continue;
     c->ra[i].ready = false;
     if (c->ra[i].disk_page != e->disk_page ||
-        !bf_io_epoch_holds(t->io, c->ra_epoch)) {
-      uint32_t unused = 0;
-      for (uint32_t j = 0; j < c->ra_count; j++) unused += c->ra[j].ready;
-      BF_COUNT(t, read_ahead_dropped, unused + 1);
-      c->ra_count = 0; /* the file changed: drop them all */
+        c->ra[i].page_version != e->page_version) {
+      BF_COUNT(t, read_ahead_dropped, 1); /* written since: stale */
       return BF_NOTFOUND;
     }
     memcpy(c->page, c->ra_pages + (size_t)i * t->page_size, t->page_size);

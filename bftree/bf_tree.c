@@ -605,6 +605,7 @@ static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
       moved = rc == BF_OK; /* never free the leaf's own page below */
     }
     if (rc == BF_OK) rc = merge_build_page(t, &m, first, pages, 0, buf);
+    e->page_version++; /* copies read before are stale (bf_scan.c) */
     if (rc == BF_OK) rc = write_page(t, buf, target);
     if (rc == BF_OK && moved) {
       bf_space_free(t->space, e->disk_page, true);

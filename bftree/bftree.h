@@ -213,8 +213,8 @@ int bf_cursor_seek(bf_cursor *cursor, const bf_bound *lower,
                    const bf_bound *upper, bool descending);
 
 /*
-** Tell the cursor about how many records the caller will read after its
-** next seek (0: unknown, the default).  Where leaves must come from disk,
+** Tell the cursor about how many records the caller will read after each
+** seek from now on (0: unknown, the default).  Where leaves must come from disk,
 ** the cursor then reads the leaves those records probably span in one
 ** batch of parallel reads (io_uring) instead of one leaf at a time.
 ** Without a hint it reads ahead anyway once a scan has read two leaves from

@@ -492,6 +492,16 @@ typedef struct bfx_vtab {
   bfx_cursor *spare;           /* a closed cursor kept with its buffers for
                                ** the next xOpen (one statement after
                                ** another reuses one cursor's memory) */
+  /* The row a point cursor was on when it closed: in a one-pass UPDATE
+  ** SQLite closes the cursor, then calls xUpdate for that row.  Valid only
+  ** while write_gen equals last_gen, i.e. nothing has changed this table's
+  ** transaction since the row was read (see bfxUpdate). */
+  uint64_t write_gen;          /* bumped by xUpdate and every transaction
+                               ** method */
+  bool last_valid;
+  uint64_t last_gen;           /* write_gen when the row was read */
+  uint8_t *last_key; size_t last_kcap, last_klen;
+  uint8_t *last_row; size_t last_rcap, last_rlen;
 } bfx_vtab;
 
 static void vt_error(bfx_vtab *vt, const char *fmt, ...) {
@@ -828,6 +838,8 @@ static void cursor_destroy(bfx_cursor *c);
 static void vt_free(bfx_vtab *vt) {
   txn_discard(vt);
   if (vt->spare) cursor_destroy(vt->spare);
+  sqlite3_free(vt->last_key);
+  sqlite3_free(vt->last_row);
   keyset_free(&vt->moved);
   sqlite3_free(vt->marks);
   sqlite3_free(vt->obuf);
@@ -1124,6 +1136,7 @@ struct bfx_cursor {
   size_t key_len, val_len;
   uint8_t *rowbuf;
   size_t rowcap;
+  uint64_t read_gen;        /* vt->write_gen when the point row was read */
   bool parsed;
   bfx_record rec;
   uint64_t *types;
@@ -1190,6 +1203,17 @@ static int bfxClose(sqlite3_vtab_cursor *cur) {
       *pp = c->next;
       break;
     }
+  }
+  vt->last_valid = false;
+  if (c->mode == MODE_POINTS && c->val == c->rowbuf &&
+      grow(&vt->last_key, &vt->last_kcap, c->key_len ? c->key_len : 1) == SQLITE_OK &&
+      grow(&vt->last_row, &vt->last_rcap, c->val_len ? c->val_len : 1) == SQLITE_OK) {
+    if (c->key_len) memcpy(vt->last_key, c->key, c->key_len);
+    if (c->val_len) memcpy(vt->last_row, c->val, c->val_len);
+    vt->last_klen = c->key_len;
+    vt->last_rlen = c->val_len;
+    vt->last_gen = c->read_gen;
+    vt->last_valid = true;
   }
   if (vt->spare) {
     cursor_destroy(c);
@@ -1289,6 +1313,7 @@ static int points_settle(bfx_cursor *c, bf_tree *tree) {
       c->val = c->rowbuf;
       c->val_len = vlen;
       c->parsed = false;
+      c->read_gen = vt->write_gen;
       return SQLITE_OK;
     }
     if (st != BF_NOTFOUND) return vt_engine_error(vt, st, "lookup");
@@ -1711,23 +1736,6 @@ static bool cursor_on(bfx_vtab *vt, const uint8_t *k, size_t n) {
   return false;
 }
 
-/* The current row of a cursor of vt that holds key k as a copy made when
-** it moved onto k (point lookups): in a one-pass UPDATE, that is the
-** stored row xUpdate is about to change, read through the transaction after
-** every earlier change of the statement.  False when no cursor has it. */
-static bool cursor_row(bfx_vtab *vt, const uint8_t *k, size_t n,
-                       const uint8_t **row, size_t *len) {
-  for (bfx_cursor *c = vt->cursors; c; c = c->next) {
-    if (c->mode == MODE_POINTS && c->val == c->rowbuf &&
-        key_cmp(c->key, c->key_len, k, n) == 0) {
-      *row = c->val;
-      *len = c->val_len;
-      return true;
-    }
-  }
-  return false;
-}
-
 static int txn_ensure(bfx_vtab *vt);
 
 static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
@@ -1737,6 +1745,7 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
   int ncol = sc->ncol, kc = sc->key_col;
   int st;
   (void)pRowid;
+  uint64_t gen = vt->write_gen++;
   /* SQLite calls xBegin first; txn_ensure covers a transaction that a
   ** failed ROLLBACK TO could not restart. */
   int rc = txn_ensure(vt);
@@ -1767,19 +1776,17 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
     return SQLITE_OK;
   }
 
-  /* The old row.  Until this transaction has moved a row onto another
-  ** key with OR REPLACE (vt->moved), nothing but a row's own UPDATE deletes
-  ** it, so the row SQLite just read through the transaction is there: its
-  ** content is needed only for columns the UPDATE leaves unchanged, and a
-  ** positioned point cursor holds a copy of it.  Otherwise it is read. */
+  /* The old row: the one the statement's point cursor read and handed over
+  ** when it closed (a one-pass UPDATE), if nothing changed the transaction
+  ** since (write_gen, bumped by every xUpdate, also one run by a function
+  ** of the statement, and every transaction method); else read it. */
   const uint8_t *old = NULL;
   if (!is_insert) {
-    bool need_content = false;
-    for (int i = 0; i < ncol && !need_content; i++)
-      need_content = i != kc && sqlite3_value_nochange(argv[2 + i]);
-    if (vt->moved.count == 0 &&
-        (!need_content || cursor_row(vt, vt->okbuf, oklen, &old, &olen))) {
+    if (vt->last_valid && vt->last_gen == gen &&
+        key_cmp(vt->last_key, vt->last_klen, vt->okbuf, oklen) == 0) {
       have_old = true;
+      old = vt->last_row;
+      olen = vt->last_rlen;
     } else {
       st = get_row(tree, txn, vt->okbuf, oklen, &vt->obuf, &vt->ocap, &olen);
       if (st == BF_OK) {
@@ -2004,6 +2011,7 @@ static void txn_discard(bfx_vtab *vt) {
 
 static int bfxBegin(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
+  vt->write_gen++; /* a held row copy is no longer current */
   int rc = txn_ensure(vt);
   /* On error SQLite calls neither xCommit nor xRollback. */
   if (rc != SQLITE_OK) txn_discard(vt);
@@ -2056,6 +2064,7 @@ static int shadow_write(bfx_vtab *vt, uint64_t id) {
 ** after a COMMIT that failed with SQLITE_BUSY: nothing more to do. */
 static int bfxSync(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
+  vt->write_gen++; /* a held row copy is no longer current */
   if (!vt->txn || vt->prepared) return SQLITE_OK;
   if (bf_txn_size(vt->txn) == 0) return SQLITE_OK; /* nothing to log */
   bfx_shared *sh = vt->tsh;
@@ -2090,6 +2099,7 @@ static int bfxSync(sqlite3_vtab *tab) {
 ** next open replays the logged transaction. */
 static int bfxCommit(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
+  vt->write_gen++; /* a held row copy is no longer current */
   int rc = SQLITE_OK;
   if (vt->txn) {
     cursors_detach(vt);
@@ -2108,6 +2118,7 @@ static int bfxCommit(sqlite3_vtab *tab) {
 ** forgets the transaction; if that fails the tree is poisoned). */
 static int bfxRollback(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
+  vt->write_gen++; /* a held row copy is no longer current */
   int rc = SQLITE_OK;
   if (vt->txn) {
     cursors_detach(vt);
@@ -2128,6 +2139,7 @@ static int bfxRollback(sqlite3_vtab *tab) {
 ** a mark at the current position: nothing of ours precedes them. */
 static int bfxSavepoint(sqlite3_vtab *tab, int iSavepoint) {
   bfx_vtab *vt = (bfx_vtab *)tab;
+  vt->write_gen++; /* a held row copy is no longer current */
   if (iSavepoint < 0 || !vt->txn) return SQLITE_OK;
   if (iSavepoint >= vt->cmarks) {
     int nc = iSavepoint + 8;
@@ -2153,6 +2165,7 @@ static int bfxSavepoint(sqlite3_vtab *tab, int iSavepoint) {
 ** transaction itself (SAVEPOINT outside BEGIN): everything. */
 static int bfxRelease(sqlite3_vtab *tab, int iSavepoint) {
   bfx_vtab *vt = (bfx_vtab *)tab;
+  vt->write_gen++; /* a held row copy is no longer current */
   if (iSavepoint < 0) iSavepoint = 0;
   if (vt->txn && iSavepoint < vt->nmarks) {
     bf_txn_release(vt->txn, vt->marks[iSavepoint]);
@@ -2163,6 +2176,7 @@ static int bfxRelease(sqlite3_vtab *tab, int iSavepoint) {
 
 static int bfxRollbackTo(sqlite3_vtab *tab, int iSavepoint) {
   bfx_vtab *vt = (bfx_vtab *)tab;
+  vt->write_gen++; /* a held row copy is no longer current */
   if (!vt->txn) return SQLITE_OK;
   if (iSavepoint >= vt->nmarks) return SQLITE_OK;
   if (vt->prepared) {

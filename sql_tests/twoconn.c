@@ -26,6 +26,11 @@
 **               COMMIT returns every row once, in order (both directions).
 **   threads     two threads commit transactions on one table and a native
 **               table (WAL mode): counts and a shared counter agree.
+**   rowcopy     UPDATE takes the old row from the point lookup SQLite just
+**               made only while nothing else changed the table: a SELECT
+**               held open on the row does not feed two later UPDATEs a stale
+**               row, a ROLLBACK TO in between is respected, and a row that
+**               a function of the UPDATE deletes stays deleted.
 **
 ** Prints each failed check and ends with "N passed, M failed".
 */
@@ -390,6 +395,57 @@ static void test_threads(void) {
   sqlite3_close(a);
 }
 
+/* del_self(k): deletes row k of table rc, returns k * 10. */
+static void del_self(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  sqlite3 *db = sqlite3_context_db_handle(ctx);
+  char sql[100];
+  snprintf(sql, sizeof sql, "DELETE FROM rc WHERE k = %lld",
+           (long long)sqlite3_value_int64(argv[0]));
+  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+    sqlite3_result_error(ctx, sqlite3_errmsg(db), -1);
+    return;
+  }
+  sqlite3_result_int64(ctx, sqlite3_value_int64(argv[0]) * 10);
+}
+
+static void test_rowcopy(void) {
+  sqlite3 *db = open_db("rowcopy.db");
+  must(db, "CREATE VIRTUAL TABLE rc USING bftree(k INTEGER PRIMARY KEY, a, b);"
+           "INSERT INTO rc VALUES(5, 0, 0), (6, 0, 0), (7, 0, 0)");
+  /* A SELECT positioned on row 5 and left open across two UPDATEs. */
+  sqlite3_stmt *sel = NULL;
+  check(sqlite3_prepare_v2(db, "SELECT a FROM rc WHERE k = 5", -1, &sel, NULL) ==
+                SQLITE_OK &&
+            sqlite3_step(sel) == SQLITE_ROW,
+        "rowcopy: SELECT positioned");
+  must(db, "UPDATE rc SET b = 9 WHERE k = 5");
+  must(db, "UPDATE rc SET a = 1 WHERE k = 5");
+  sqlite3_finalize(sel);
+  check(q_int(db, "SELECT a * 100 + b FROM rc WHERE k = 5") == 109,
+        "rowcopy: row 5 is (1, 9) after UPDATEs under an open SELECT, not %lld",
+        q_int(db, "SELECT a * 100 + b FROM rc WHERE k = 5"));
+  /* ROLLBACK TO between UPDATEs of one row. */
+  must(db, "BEGIN; UPDATE rc SET b = 7 WHERE k = 6; SAVEPOINT s;"
+           "UPDATE rc SET a = 2 WHERE k = 6; ROLLBACK TO s;"
+           "UPDATE rc SET b = b + 1 WHERE k = 6; COMMIT");
+  check(q_int(db, "SELECT a * 100 + b FROM rc WHERE k = 6") == 8,
+        "rowcopy: row 6 is (0, 8) after ROLLBACK TO, not %lld",
+        q_int(db, "SELECT a * 100 + b FROM rc WHERE k = 6"));
+  /* A function of the UPDATE deletes the row being updated. */
+  check(sqlite3_create_function(db, "del_self", 1, SQLITE_UTF8, NULL, del_self,
+                                NULL, NULL) == SQLITE_OK,
+        "rowcopy: create function");
+  char *msg = NULL;
+  int rc = run(db, "UPDATE rc SET a = del_self(k) WHERE k = 7", &msg);
+  check(rc == SQLITE_OK, "rowcopy: UPDATE with del_self: %s", msg ? msg : "");
+  sqlite3_free(msg);
+  check(q_int(db, "SELECT count(*) FROM rc WHERE k = 7") == 0,
+        "rowcopy: row 7, deleted by a function of its UPDATE, came back");
+  check(q_int(db, "SELECT count(*) FROM rc") == 2, "rowcopy: 2 rows left");
+  sqlite3_close(db);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) so_path = argv[1];
   const char *base = getenv("BF_TEST_DIR");
@@ -406,6 +462,7 @@ int main(int argc, char **argv) {
   test_busy_commit();
   test_cursor();
   test_threads();
+  test_rowcopy();
   char cmd[4200];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (failed == 0 && system(cmd) != 0) fprintf(stderr, "twoconn: cannot remove %s\n", dir);
