@@ -204,6 +204,15 @@ static inline uint64_t node_bytes(uint32_t level, uint64_t nsep,
   return 8 + 8 * nsep + kids + suffix_total;
 }
 
+/* True when a node of that shape fits one node: the bytes fit the body and
+** the count passes hdr_plausible() (max_seps).  The one fit test of both
+** bf_inner_insert() and bf_inner_bulk_load(). */
+static inline bool node_fits(const struct bf_inner *t, uint32_t level,
+                             uint64_t nsep, uint64_t suffix_total) {
+  return nsep <= t->max_seps &&
+         node_bytes(level, nsep, suffix_total) <= t->body;
+}
+
 static inline uint64_t ld(struct inode *n, uint32_t w) {
   return atomic_load_explicit(&n->words[w], WORD_LOAD_ORDER);
 }
@@ -692,18 +701,41 @@ int bf_inner_bulk_load(uint32_t node_size, uint32_t max_key_size, uint32_t n,
     key[i] = i ? low_keys[i] : NULL;
     len[i] = i ? low_lens[i] : 0;
   }
+  /*
+  ** Each level's items [0, cnt) (child, lower bound) are cut into nodes:
+  **  - A level whose items all fit one node (node_fits) becomes that one
+  **    node, the root, however full.  Cutting it at the fill target would
+  **    add a level and two nodes (a root over two halves) where one node
+  **    does, and its slack would only postpone the root split that an
+  **    insert would make anyway; an incremental index holding these leaves
+  **    in one node has height 1, and so does this one.
+  **  - Otherwise greedily: a node is closed only when its next item would
+  **    take it past target (about 90% of B, room for later inserts without
+  **    immediate splits) or past the body, so every node but the last of a
+  **    level holds more than target minus one item (before the borrow
+  **    below).  Incremental splits can pack nodes fuller than target, so
+  **    this may take a node more per level than an incremental index of the
+  **    same leaves; test_inner's inner_bulk checks the bound this implies.
+  */
   uint64_t target = t->body - t->body / 10; /* about 90% full */
   uint32_t cnt = n;
   do {
-    /* Group the items [0, cnt) into nodes greedily. */
     uint32_t ngroups = 0, s = 0;
+    uint64_t all_suf = 0;
+    for (uint32_t i = 1; i < cnt; i++) all_suf += key_suffix(len[i]);
+    if (node_fits(t, level, cnt - 1, all_suf)) {
+      start[ngroups++] = 0; /* the whole level: one node */
+      s = cnt;
+    }
+    /* Group the items [s, cnt) into nodes greedily. */
     while (s < cnt) {
       uint32_t e = s + 1;
       uint64_t suf = 0;
       while (e < cnt) {
         uint64_t nsuf = suf + key_suffix(len[e]);
         uint64_t nb = node_bytes(level, e - s, nsuf);
-        if (nb > t->body || (nb > target && e - s >= 2)) break;
+        if (!node_fits(t, level, e - s, nsuf) || (nb > target && e - s >= 2))
+          break;
         suf = nsuf;
         e++;
       }
@@ -914,7 +946,7 @@ int bf_inner_insert(struct bf_inner *inner, const uint8_t *sep,
     uint32_t N = n + 1;
     uint64_t suf = 0;
     for (uint32_t i = 0; i < N; i++) suf += key_suffix(t->llen[i]);
-    if (N <= t->max_seps && node_bytes(level, N, suf) <= t->body) {
+    if (node_fits(t, level, N, suf)) {
       encode_node(t, t->scratch[nchanged], level, N, t->lchild, t->lkey,
                   t->llen);
       changed[nchanged++] = pnode[lvl];
