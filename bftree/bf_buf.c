@@ -280,6 +280,12 @@ void bf_buf_destroy(struct bf_buf *buf) {
 
 uint64_t bf_buf_size(const struct bf_buf *buf) { return buf->size; }
 
+/* Bytes retired by eviction since creation (the head's logical offset): a
+** hint, read relaxed. */
+uint64_t bf_buf_retired(const struct bf_buf *buf) {
+  return atomic_load_explicit(&buf->head, memory_order_relaxed);
+}
+
 uint32_t bf_buf_class_count(const struct bf_buf *buf) {
   return buf->class_count;
 }

@@ -139,6 +139,8 @@ void bf_free_aligned(void *p);
 void *bf_malloc(size_t size);
 void *bf_calloc(size_t count, size_t size);
 void bf_free(void *p);
+/* Return free heap memory to the system (glibc malloc_trim; else nothing). */
+void bf_release_free_memory(void);
 
 /* A malloc()ed printf. Returns NULL when out of memory. */
 char *bf_mprintf(const char *format, ...)
@@ -483,6 +485,8 @@ int bf_buf_create(uint64_t size, uint32_t page_size, struct bf_buf **out);
 void bf_buf_destroy(struct bf_buf *buf);
 
 uint64_t bf_buf_size(const struct bf_buf *buf);
+/* Bytes retired by eviction since creation (relaxed hint). */
+uint64_t bf_buf_retired(const struct bf_buf *buf);
 uint32_t bf_buf_class_count(const struct bf_buf *buf);
 uint32_t bf_buf_class_size(const struct bf_buf *buf, uint32_t size_class);
 /* Smallest class whose mini-page holds bytes; class_count when none. */
@@ -953,12 +957,17 @@ struct bf_tree {
   uint64_t file_id;
   _Atomic uint64_t last_commit_id;
   atomic_bool checkpoint_running; /* one size-triggered checkpoint at once */
+  /* False from open until the first eviction: while the buffer has never
+  ** been full, a read miss caches its whole leaf (warm fill), so a cold
+  ** buffer fills a page per miss instead of a record per miss.  Set once
+  ** (relaxed: a stale false costs one extra full-page promotion). */
+  atomic_bool buffer_filled;
   bf_recovery recovery;
   struct bf_tree_counters {
     _Atomic uint64_t cache_hits, cache_misses, leaf_reads, leaf_writes,
         bytes_read, bytes_written, merges, splits, evictions,
         copy_on_access, record_promotions, phantoms, page_promotions,
-        read_ahead_leaves, read_ahead_dropped,
+        warm_fills, page_shrinks, read_ahead_leaves, read_ahead_dropped,
         mini_grows, commits, checkpoints;
   } count;
 };
@@ -998,7 +1007,8 @@ int bf_tree_latch_leaf(bf_tree *tree, const uint8_t *key, uint32_t key_len,
                        int mode, bool exclusive, uint32_t *leaf_id,
                        struct bf_leaf_entry **entry);
 /* Whether to cache what a read brought from disk: always while the buffer
-** has room, else with probability percent. */
+** has room or (warm fill) until eviction has retired one buffer's worth
+** since open, else with probability percent. */
 bool bf_tree_should_promote(bf_tree *tree, uint32_t percent);
 /* Make room in the buffer for a block of size_class (no latch held). */
 int bf_tree_evict(bf_tree *tree, uint32_t size_class);

@@ -71,6 +71,7 @@ void bf_options_init(bf_options *o) {
   o->direct_io = BF_DIRECT_AUTO;
   o->read_promote_percent = 10;
   o->scan_promote_percent = 50;
+  o->warm_fill = true;
   o->max_mini_divisor = 2;
   o->create = true;
   o->seed = 0;
@@ -722,13 +723,80 @@ static int mini_move(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   return BF_OK;
 }
 
+/* Copy-on-access of a full-page mini-page: replace it by a partial one
+** holding its dirty records and the clean ones used since it was cached
+** (reference bit); the leaf on disk holds every other record, so a later
+** lookup of one reads the leaf again.  A full page caches a whole leaf for
+** the price of its busiest records; this is where the buffer turns it back
+** into a record cache.  Exclusive latch.  BF_OK (replaced, or dropped when
+** nothing is worth keeping), BF_FULL (the survivors need more than the
+** largest partial class: keep the page whole), BF_RETRY, BF_NOMEM. */
+static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
+                            struct bf_leaf_entry *e, uint8_t *mini) {
+  struct bf_leaf leaf;
+  bf_leaf_view(mini, t->page_size, &leaf);
+  uint32_t n = bf_node_count(leaf.node), p = leaf.prefix_len;
+  uint64_t need = BF_NODE_HEADER;
+  for (uint32_t i = 0; i < n; i++) {
+    struct bf_record r;
+    bf_node_record(leaf.node, i, &r);
+    if (r.type == BF_REC_PHANTOM) continue;
+    if (bf_rec_is_dirty(r.type) || r.referenced)
+      need += bf_record_space(p + r.key_len, r.value_len);
+  }
+  if (need == BF_NODE_HEADER) {
+    mini_drop(t, e);
+    return BF_OK;
+  }
+  if (need > bf_buf_class_size(t->buf, t->max_mini_class)) return BF_FULL;
+  uint32_t cls = bf_buf_class_for(t->buf, (uint32_t)need);
+  uint8_t *key = bf_malloc((size_t)t->max_key + 1);
+  if (!key) return BF_NOMEM;
+  uint8_t *node;
+  int rc = buf_alloc(t, cls, leaf_id, &node);
+  if (rc != BF_OK) {
+    bf_free(key);
+    return rc;
+  }
+  bf_node_init(node, bf_buf_class_size(t->buf, cls));
+  if (p) memcpy(key, leaf.low, p); /* L5: the prefix is low's (finite) */
+  for (uint32_t i = 0; i < n && rc == BF_OK; i++) {
+    struct bf_record r;
+    bf_node_record(leaf.node, i, &r);
+    if (r.type == BF_REC_PHANTOM) continue;
+    if (!bf_rec_is_dirty(r.type) && !r.referenced) continue;
+    if (r.key_len) memcpy(key + p, r.key, r.key_len);
+    rc = bf_node_append(node, key, p + r.key_len, r.type, r.value, r.value_len,
+                        false);
+  }
+  bf_free(key);
+  if (rc != BF_OK) { /* cannot happen: sized above */
+    bf_buf_abort(t->buf, node);
+    return rc == BF_FULL ? BF_CORRUPT_BKPT : rc;
+  }
+  bf_buf_publish(t->buf, node);
+  atomic_store_explicit(&e->mini, node, memory_order_release);
+  bf_buf_free(t->buf, mini);
+  BF_COUNT(t, page_shrinks, 1);
+  return BF_OK;
+}
+
 /* Copy-on-access: a mini-page in the region about to be evicted that is
-** being used moves to the tail, shedding cold clean records.  Best effort. */
+** being used moves to the tail, shedding cold clean records.  Best effort.
+** Before the buffer has first filled nothing is about to be evicted: full
+** pages (warm fill) stay where they are until then. */
 static void mini_relocate(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e) {
   uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
   if (!mini || !bf_buf_in_second_chance(t->buf, mini)) return;
   uint32_t cls = bf_buf_node_class(mini);
-  if (cls != t->full_class) {
+  if (cls == t->full_class) {
+    if (!atomic_load_explicit(&t->buffer_filled, memory_order_relaxed)) return;
+    if (t->opts.warm_fill) {
+      int rc = full_page_shrink(t, leaf_id, e, mini);
+      if (rc == BF_OK) BF_COUNT(t, copy_on_access, 1);
+      if (rc != BF_FULL) return; /* done, or best effort failed */
+    }
+  } else {
     /* Size the new block for what survives. */
     uint32_t need = BF_NODE_HEADER, n = bf_node_count(mini);
     for (uint32_t i = 0; i < n; i++) {
@@ -960,6 +1028,8 @@ int bf_delete(bf_tree *t, const void *key, size_t klen) {
 ** Reads.
 */
 
+static bool warm_fill_allowed(bf_tree *t);
+
 /* Cache a record read from disk (or a phantom for a miss) in the leaf's
 ** mini-page.  Exclusive latch.  Best effort: BF_RETRY means no room. */
 static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
@@ -1063,9 +1133,17 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
     }
   }
   bool promoted_latch = false;
-  if ((rc == BF_OK || rc == BF_NOTFOUND) &&
-      bf_tree_should_promote(t, t->opts.read_promote_percent) &&
+  if ((rc == BF_OK || rc == BF_NOTFOUND) && warm_fill_allowed(t) &&
       bf_try_upgrade(&e->latch)) {
+    /* Warm fill: the buffer has never been full, so keeping the whole
+    ** leaf evicts nothing; later reads of any key of it hit. */
+    promoted_latch = true;
+    int prc = bf_tree_promote_page(t, leaf_id, e, page);
+    if (prc == BF_OK) BF_COUNT(t, warm_fills, 1);
+    if (prc == BF_RETRY) need_evict = true;
+  } else if ((rc == BF_OK || rc == BF_NOTFOUND) &&
+             bf_tree_should_promote(t, t->opts.read_promote_percent) &&
+             bf_try_upgrade(&e->latch)) {
     promoted_latch = true;
     if (mini_promote(t, leaf_id, e, key, (uint32_t)klen, r.value, r.value_len,
                      found) == BF_RETRY)
@@ -1080,11 +1158,27 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
   return rc;
 }
 
+/* Whether a read miss may cache its whole leaf: only until the buffer's
+** first eviction, and only while a full page fits without one.  After
+** that, misses cache single records (bf_tree_should_promote) and full
+** pages shrink to their used records on relocation (mini_relocate), so the
+** steady state is a record cache, not a page cache. */
+static bool warm_fill_allowed(bf_tree *t) {
+  return t->opts.warm_fill &&
+         !atomic_load_explicit(&t->buffer_filled, memory_order_relaxed) &&
+         !bf_buf_needs_eviction(t->buf, t->full_class);
+}
+
 bool bf_tree_should_promote(bf_tree *t, uint32_t percent) {
-  /* While the buffer has room, caching costs nothing: always.  Once it is
-  ** full, each promotion evicts something, so only with the configured
-  ** probability (hot records come back often enough to get in). */
+  /* While the buffer has room, caching costs nothing: always.  During the
+  ** first lap of eviction after a warm fill, the buffer is still mostly the
+  ** full pages the fill kept (a page cache): caching every record read
+  ** turns it into a record cache within one lap instead of the ~100/percent
+  ** laps that the configured rate would take.  After that, each promotion
+  ** evicts something, so only with the configured probability (hot records
+  ** come back often enough to get in). */
   return !bf_buf_needs_eviction(t->buf, t->full_class) ||
+         (t->opts.warm_fill && bf_buf_retired(t->buf) < bf_buf_size(t->buf)) ||
          bf_random_percent(percent);
 }
 
@@ -1167,6 +1261,7 @@ static int evict_block(bf_tree *t, uint8_t *node) {
 
 int bf_tree_evict(bf_tree *t, uint32_t size_class) {
   int idle = 0;
+  atomic_store_explicit(&t->buffer_filled, true, memory_order_relaxed);
   if (size_class > t->full_class) size_class = t->full_class;
   while (bf_buf_needs_eviction(t->buf, size_class)) {
     uint8_t *node;
@@ -1299,6 +1394,7 @@ static int checkpoint_locked(bf_tree *t, bool drop) {
   }
   bf_ckpt_image_free(&image);
   free(b.ids);
+  bf_release_free_memory(); /* the image's per-leaf keys */
   return rc;
 }
 
@@ -1623,6 +1719,7 @@ int bf_open(const char *path, const bf_options *opts_in, bf_tree **out,
     }
   }
   if (rc != BF_OK) goto fail;
+  bf_release_free_memory(); /* the checkpoint's keys, replay buffers */
   *out = t;
   return BF_OK;
 
@@ -1697,6 +1794,8 @@ void bf_stats_get(bf_tree *t, bf_stats *s) {
   LOAD(record_promotions);
   LOAD(phantoms);
   LOAD(page_promotions);
+  LOAD(warm_fills);
+  LOAD(page_shrinks);
   LOAD(read_ahead_leaves);
   LOAD(read_ahead_dropped);
   LOAD(mini_grows);

@@ -15,6 +15,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <unistd.h>
 
@@ -191,6 +194,16 @@ void *bf_calloc(size_t count, size_t size) {
 }
 
 void bf_free(void *p) { free(p); }
+
+/* Give free heap memory back to the system.  Opening a tree and writing a
+** checkpoint allocate a key per leaf and free them all; glibc keeps that
+** memory in the heap (about 3 MiB of resident memory per 50,000 leaves)
+** unless asked.  Elsewhere a no-op. */
+void bf_release_free_memory(void) {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 void *bf_malloc_aligned(size_t alignment, size_t size) {
   void *p = NULL;

@@ -86,6 +86,13 @@ typedef struct bf_options {
   /* Percent chance (0..100) that a leaf read from disk by a range scan is
   ** promoted to a full-page mini-page.  Default 50. */
   uint32_t scan_promote_percent;
+  /* Warm fill: until the buffer is full for the first time after open, a
+  ** point lookup that reads a leaf from disk keeps the whole leaf as a
+  ** full-page mini-page (nothing is evicted for it), so a cold buffer warms
+  ** a page per miss rather than a record per miss.  Once the buffer has
+  ** filled, a full page that is used again as it nears eviction keeps only
+  ** its used and dirty records.  Default true. */
+  bool warm_fill;
   /* Largest mini-page, as a fraction of the page size: a mini-page that would
   ** grow past page_size / max_mini_divisor is merged into its leaf instead.
   ** Default 2 (half a page). */
@@ -332,6 +339,9 @@ typedef struct bf_stats {
   uint64_t record_promotions;      /* records cached after a disk read */
   uint64_t phantoms;               /* phantom records cached after a miss */
   uint64_t page_promotions;        /* leaves promoted to full-page minis */
+  uint64_t warm_fills;             /* of which by a point lookup's warm fill */
+  uint64_t page_shrinks;           /* full-page minis cut to their used and
+                                   ** dirty records on relocation */
   uint64_t read_ahead_leaves;      /* leaf pages read ahead by scans */
   uint64_t read_ahead_dropped;     /* of which dropped unused (the file
                                    ** changed before the scan got there) */

@@ -231,6 +231,8 @@ static int statFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   ADD(record_promotions);
   ADD(phantoms);
   ADD(page_promotions);
+  ADD(warm_fills);
+  ADD(page_shrinks);
   ADD(read_ahead_leaves);
   ADD(read_ahead_dropped);
   ADD(mini_grows);

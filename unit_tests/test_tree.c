@@ -2,7 +2,8 @@
 ** test_tree.c: deterministic tests of the tree's operations through the
 ** public API: put/get/delete, overwrite, limits, empty and tiny keys,
 ** splits, eviction with merges, scans in both directions with every bound
-** kind, reopen, bad options, a foreign file, a locked file, corrupt pages.
+** kind, reopen, warm fill of an empty buffer and the shrinking of its full
+** pages, bad options, a foreign file, a locked file, corrupt pages.
 */
 #include "test_util.h"
 
@@ -370,6 +371,140 @@ static void test_readahead_in_place(void **state) {
   check_ok(f->tree);
 }
 
+/* ------------------------------------------------------------------------
+** Warm fill: after a reopen the buffer is empty; until it first fills, a
+** lookup that reads a leaf keeps the whole leaf, so one read per leaf warms
+** every key of it.  Without warm fill each key costs its own read.
+*/
+static uint32_t warm_value(uint32_t i, uint32_t version, char *v) {
+  return (uint32_t)snprintf(v, 64, "value-%08u-v%u-%s", i, version,
+                            "....................");
+}
+
+static void test_warm_fill(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[64], got[64];
+  size_t klen, vlen;
+  const uint32_t n = 4000;
+  f->opts.buffer_size = 2u << 20; /* every leaf fits: no eviction */
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 0, v)), BF_OK);
+  }
+  for (int warm = 1; warm >= 0; warm--) {
+    f->opts.warm_fill = warm;
+    reopen(f); /* an empty buffer */
+    bf_stats s0, s1, s2;
+    bf_stats_get(f->tree, &s0);
+    assert_true(s0.leaf_pages > 8);
+    for (uint32_t i = 0; i < n; i++) { /* every key once */
+      key_of(i, k, &klen);
+      assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+      assert_int_equal(vlen, warm_value(i, 0, v));
+      assert_memory_equal(got, v, vlen);
+    }
+    bf_stats_get(f->tree, &s1);
+    uint64_t reads = s1.leaf_reads - s0.leaf_reads;
+    if (warm) {
+      /* one read per leaf, each kept whole */
+      assert_int_equal(reads, s0.leaf_pages);
+      assert_int_equal(s1.warm_fills - s0.warm_fills, s0.leaf_pages);
+    } else {
+      assert_int_equal(reads, n); /* a read per key */
+      assert_int_equal(s1.warm_fills, s0.warm_fills);
+    }
+    assert_int_equal(s1.evictions, s0.evictions);
+    for (uint32_t i = 0; i < n; i += 7) { /* all in memory now */
+      key_of(i, k, &klen);
+      assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+    }
+    key_of(n + 1, k, &klen); /* absent: answered by the full page */
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen),
+                     BF_NOTFOUND);
+    bf_stats_get(f->tree, &s2);
+    if (warm) assert_int_equal(s2.leaf_reads, s1.leaf_reads);
+    check_ok(f->tree);
+  }
+}
+
+/* Warm-filled full pages under pressure: once the buffer has filled, a full
+** page used near the head is cut to its used and dirty records; updates
+** and deletes made to full pages must survive that, eviction, merges and a
+** reopen.  Randomized (seed printed), checked against an array model. */
+static void test_warm_shrink(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[64], got[64];
+  size_t klen, vlen;
+  const uint32_t n = 12000;
+  uint64_t rng = test_seed("warm_shrink");
+  uint32_t *version = calloc(n, sizeof *version); /* 0 = deleted, else v */
+  assert_non_null(version);
+  f->opts.buffer_size = 256u << 10; /* 64 pages, a fraction of the leaves */
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    version[i] = 1;
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 1, v)), BF_OK);
+  }
+  reopen(f);
+  bf_stats s0, s1;
+  bf_stats_get(f->tree, &s0);
+  assert_true(s0.leaf_pages > 128); /* twice what the buffer holds */
+  for (uint32_t round = 0; round < 40000; round++) {
+    uint64_t r = test_rand(&rng);
+    /* a hot tenth of the keys gets most of the traffic */
+    uint32_t i = (r & 3) ? (uint32_t)((r >> 8) % (n / 10)) * 10
+                         : (uint32_t)((r >> 8) % n);
+    key_of(i, k, &klen);
+    switch ((r >> 40) % 10) {
+      case 0: /* update */
+        version[i] = version[i] ? version[i] + 1 : 1;
+        assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, version[i], v)),
+                         BF_OK);
+        break;
+      case 1: /* delete */
+        assert_int_equal(bf_delete(f->tree, k, klen), BF_OK);
+        version[i] = 0;
+        break;
+      default: { /* read */
+        int rc = bf_get(f->tree, k, klen, got, sizeof got, &vlen);
+        if (version[i] == 0) {
+          assert_int_equal(rc, BF_NOTFOUND);
+        } else {
+          assert_int_equal(rc, BF_OK);
+          assert_int_equal(vlen, warm_value(i, version[i], v));
+          assert_memory_equal(got, v, vlen);
+        }
+      }
+    }
+  }
+  bf_stats_get(f->tree, &s1);
+  print_message("  warm fills %llu, full pages shrunk %llu, evictions %llu\n",
+                (unsigned long long)(s1.warm_fills - s0.warm_fills),
+                (unsigned long long)(s1.page_shrinks - s0.page_shrinks),
+                (unsigned long long)(s1.evictions - s0.evictions));
+  assert_true(s1.warm_fills > s0.warm_fills);
+  assert_true(s1.page_shrinks > s0.page_shrinks);
+  assert_true(s1.evictions > s0.evictions);
+  check_ok(f->tree);
+  for (int pass = 0; pass < 2; pass++) {
+    for (uint32_t i = 0; i < n; i++) {
+      key_of(i, k, &klen);
+      int rc = bf_get(f->tree, k, klen, got, sizeof got, &vlen);
+      if (version[i] == 0) {
+        assert_int_equal(rc, BF_NOTFOUND);
+      } else {
+        assert_int_equal(rc, BF_OK);
+        assert_int_equal(vlen, warm_value(i, version[i], v));
+        assert_memory_equal(got, v, vlen);
+      }
+    }
+    reopen(f); /* and once more from disk */
+  }
+  free(version);
+}
+
 static void test_bad_options(void **state) {
   struct fixture *f = *state;
   char *err = NULL;
@@ -460,6 +595,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_many, setup, teardown),
       cmocka_unit_test_setup_teardown(test_readahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_readahead_in_place, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_warm_fill, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_warm_shrink, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_page, setup, teardown),
