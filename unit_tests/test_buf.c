@@ -125,8 +125,8 @@ static void test_classes(void **state) {
     struct bf_buf *buf;
     assert_int_equal(bf_buf_create(16ull * (ps + 8), ps, &buf), BF_OK);
     uint32_t n = bf_buf_class_count(buf);
-    /* powers of two 64..ps, and 1.5 times each from 128 up to ps/2 */
-    assert_int_equal(n, (log - 5) + (log - 7));
+    /* powers of two 64..ps, 1.5 times each from 128 up to ps/2, and 160 */
+    assert_int_equal(n, (log - 5) + (log - 7) + 1);
     assert_true(n <= BF_MAX_SIZE_CLASSES);
     assert_int_equal(bf_buf_full_class(buf), n - 1);
     assert_int_equal(bf_buf_class_size(buf, n - 1), ps);
@@ -134,10 +134,14 @@ static void test_classes(void **state) {
     for (uint32_t c = 0; c < n; c++) {
       uint32_t s = bf_buf_class_size(buf, c);
       assert_int_equal(s, want);
-      assert_int_equal(s % 64, 0);
-      /* next: 1.5x after a power of two of 128 and more, else a power */
+      assert_int_equal(s % 32, 0);
+      /* next: 160 after 128; 1.5x after a power of two of 256 and more, and
+      ** 192 after 160; else the next power of two */
       bool pow2 = (want & (want - 1)) == 0;
-      want = pow2 && want >= 128 ? want + want / 2 : (pow2 ? want * 2 : want / 3 * 4);
+      if (want == 128) want = 160;
+      else if (want == 160) want = 192;
+      else want = pow2 && want >= 256 ? want + want / 2
+                                      : (pow2 ? want * 2 : want / 3 * 4);
       if (want == ps + ps / 2) want = 0; /* no class past the page */
       assert_int_equal(bf_buf_class_for(buf, s), c);
       assert_int_equal(bf_buf_class_for(buf, s - 1), c);
