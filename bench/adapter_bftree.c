@@ -37,6 +37,7 @@ static void bfc_options(const ycsb_cfg *cfg, bf_options *o) {
   o->buffer_size = cfg->cache_bytes;
   o->wal = true;
   o->synchronous = BF_SYNC_NORMAL;
+  if (getenv("BENCH_BF_NO_WARM_FILL")) o->warm_fill = false; /* experiment */
 }
 
 static void bfc_describe(const ycsb_cfg *cfg, char *buf, size_t n) {

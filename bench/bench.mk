@@ -2,8 +2,8 @@
 # Makefile).  See README.md, "Benchmarks".
 #
 #   make bench          the default matrix (<= 20 min): every engine, every
-#                       workload, data = 4x a 32 MiB budget, plus the
-#                       data/budget sweep; results in bench/results/
+#                       workload, data = 4x a 32 MiB budget, plus C at 1x
+#                       (the data/budget plot); results in bench/results/
 #   make bench-quick    a smaller matrix (< 3 min): 32 MiB, data = budget,
 #                       workloads A C E W, 1 s measured
 #   make bench-shapes   16-byte keys and values (the paper's shape), data =

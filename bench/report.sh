@@ -27,7 +27,10 @@ MAIN_DIST=$(awk -F, 'NR > 1 && $3 != "load" { n[$4]++ } END { b = "zipf"; for (d
   echo "# Benchmark results: $(basename "$BASE")"
   echo
   [ -f "$BASE.notes" ] && sed 's/^/- /' "$BASE.notes"
-  awk -F, 'NR == 2 { printf "- budget %s MiB per process; engines'"'"' own cache knobs %s MiB; keys %s B, values %s B; one client thread\n", $6, $7, $8, $9 }' "$CSV"
+  awk -F, 'NR == 2 { printf "- budget %s MiB per process; keys %s B, values %s B; one client thread\n", $6, $8, $9 }
+    NR > 1 && !($2 in seen) { seen[$2] = 1; order[++n] = $2; mib[$2] = $7 }
+    END { printf "- engines'"'"' own cache knobs (MiB, the largest share of the budget that keeps each process inside the cap; see bench/run.sh share_for):"
+          for (i = 1; i <= n; i++) printf " %s %s%s", order[i], mib[order[i]], i < n ? "," : "\n" }' "$CSV"
   awk -F, 'NR > 1 { c[$12]++ } END { if (c["no"]) printf "- **%d run(s) were NOT memory-capped** (column capped = no)\n", c["no"]; else print "- every run was inside the memory cap (capped = yes)" }' "$CSV"
   awk -F, 'NR > 1 && $14 != "yes" { n++ } END { if (n) printf "- **page cache not dropped before %d run(s)**\n", n; else print "- page cache dropped (echo 1 > /proc/sys/vm/drop_caches) before every run" }' "$CSV"
   echo "- main data set: ${MAIN_RATIO}x the budget, key choice $MAIN_DIST (Zipf theta 0.9)"

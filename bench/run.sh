@@ -18,16 +18,18 @@
 #   BENCH_ENGINES    "sqlite-sql sqlite-c bftree-sql bftree-sql-prep bftree-c rocksdb lmdb wiredtiger"
 #   BENCH_WORKLOADS  workloads run after each load ("A B C E F W")
 #   BENCH_BUDGET     MiB (32)   BENCH_RATIO   data/budget (4; quick 1)
-#   BENCH_SWEEP      data/budget ratios of the sweep ("0.25 1"; the main
-#                    ratio is its last point); BENCH_SWEEP_WORKLOADS ("C A")
+#   BENCH_SWEEP      data/budget ratios of the sweep ("1"; the main
+#                    ratio is its last point); BENCH_SWEEP_WORKLOADS ("C")
 #   BENCH_KEY (8)  BENCH_VALUE (100)  BENCH_DIST (zipf)  BENCH_EXTRA_DIST
 #                    (uniform: those workloads again with this key choice;
 #                    "" for none)  BENCH_EXTRA_WORKLOADS ("C")
-#   BENCH_SECONDS    measured seconds per run (5; quick 1)
-#   BENCH_WARMUP_MIN / BENCH_WARMUP_MAX   seconds (2 / 5; quick 0.5 / 2)
+#   BENCH_SECONDS    measured seconds per run (4; quick 1)
+#   BENCH_WARMUP_MIN / BENCH_WARMUP_MAX   seconds (3 / 6; quick 0.5 / 2)
 #   BENCH_LOAD_BATCH inserts per transaction in the load (1000; 1 measures
 #                    the load as one autocommit insert at a time)
-#   BENCH_SHARE      percent of the budget for the engine's own cache knobs (50)
+#   BENCH_SHARE      percent of the budget for every engine's own cache knob;
+#                    unset: each engine's own share (share_for below: the
+#                    largest measured to fit its whole process in the cap)
 #   BENCH_TIMEOUT    seconds before a run is killed (300)
 #   BENCH_DATA       data directory (build/bench-data; on the disk, not tmpfs)
 #   BENCH_RESULTS    output directory (bench/results)
@@ -44,19 +46,22 @@ RATIO=${BENCH_RATIO:-4}
 KEY=${BENCH_KEY:-8}
 VALUE=${BENCH_VALUE:-100}
 DIST=${BENCH_DIST:-zipf}
-SHARE=${BENCH_SHARE:-50}
+SHARE_ALL=${BENCH_SHARE:-}
 DATA=${BENCH_DATA:-$ROOT/build/bench-data}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results}
 case $MODE in
   default)
+    # Sized for <= 20 minutes on a 2-core machine whose disk reads 4 KiB in
+    # ~50 us: the 4x loads alone take ~7 minutes there.  More points of the
+    # data/budget plot: BENCH_SWEEP="0.25 1 16".
     WORKLOADS=${BENCH_WORKLOADS:-"A B C E F W"}
-    SWEEP=${BENCH_SWEEP-"0.25 1"}
-    SWEEP_WORKLOADS=${BENCH_SWEEP_WORKLOADS:-"C A"}
+    SWEEP=${BENCH_SWEEP-"1"}
+    SWEEP_WORKLOADS=${BENCH_SWEEP_WORKLOADS:-"C"}
     EXTRA_DIST=${BENCH_EXTRA_DIST-uniform}
     EXTRA_WORKLOADS=${BENCH_EXTRA_WORKLOADS:-"C"}
-    SECONDS_=${BENCH_SECONDS:-5}
-    WMIN=${BENCH_WARMUP_MIN:-2}
-    WMAX=${BENCH_WARMUP_MAX:-5}
+    SECONDS_=${BENCH_SECONDS:-4}
+    WMIN=${BENCH_WARMUP_MIN:-3}
+    WMAX=${BENCH_WARMUP_MAX:-6}
     ;;
   quick)
     BUDGET=${BENCH_BUDGET:-32}
@@ -180,7 +185,7 @@ run() {
   fi
   set -- --engine "$eng" --workload "$wl" --dir "$dir" --budget "$BUDGET" \
     --ratio "$ratio" --key-size "$KEY" --value-size "$VALUE" --dist "$dist" \
-    --cache-share "$SHARE" --seconds "$SECONDS_" --warmup-min "$WMIN" \
+    --cache-share "$(share_for "$eng")" --seconds "$SECONDS_" --warmup-min "$WMIN" \
     --warmup-max "$WMAX" --ext "$ROOT/bftree.so" --csv "$CSV" --label "$STAMP" \
     --cache-dropped "$DROPPED" --load-batch "$LOAD_BATCH"
   YCSB=$(ycsb_bin "$eng")
@@ -221,9 +226,105 @@ run() {
   [ -z "$status" ] || [ "$status" = wrong ]
 }
 
+# share_for ENGINE: percent of the budget for the engine's own cache knob.
+# Each engine gets the largest share measured to keep its whole process
+# (library, connection, its own structures) inside the cap with room for
+# the page cache its log needs; BENCH_SHARE overrides them all.
+#   sqlite-*  75: cache_size; SQLite's process needs ~4 MiB besides its
+#             cache (75 gave 10-25% more throughput on C than 50)
+#   bftree-*  55: buffer_size; the process also holds the mapping table,
+#             inner nodes and SQLite (bftree-sql: ~11 MiB besides the buffer)
+#   others    50 (each adapter splits it among its own knobs; lmdb has none)
+share_for() {
+  if [ -n "$SHARE_ALL" ]; then echo "$SHARE_ALL"; return; fi
+  case $1 in
+    sqlite-*) echo 75 ;;
+    bftree-*) echo 55 ;;
+    *) echo 50 ;;
+  esac
+}
+
+# twin_of ENGINE: the engine whose loaded data set this one runs on (the
+# text and prepared modes of one table format share a load: the same rows
+# in the same files).  Empty: it loads its own.
+twin_of() {
+  case $1 in
+    sqlite-c) case " $ENGINES " in *" sqlite-sql "*) echo sqlite-sql ;; esac ;;
+    bftree-sql-prep) case " $ENGINES " in *" bftree-sql "*) echo bftree-sql ;; esac ;;
+  esac
+}
+
+# `one ... load`: load again even where a data set is there
+FORCE_LOAD=0
+if [ "$MODE" = one ]; then
+  case " $WORKLOADS " in *" load "*) FORCE_LOAD=1 ;; esac
+fi
+
+datadir() { echo "$DATA/$1-k$KEY-v$VALUE-b$BUDGET-r$2"; }
+
 # loaded ENGINE RATIO: is there a completed load of this configuration?
 loaded() {
-  [ -f "$DATA/$1-k$KEY-v$VALUE-b$BUDGET-r$2/.ycsb-meta" ]
+  [ -f "$(datadir "$1" "$2")/.ycsb-meta" ]
+}
+
+# ensure_loaded ENGINE RATIO: load the data set (or copy the twin's fresh
+# load); returns 0 when the engine has its data set.
+ensure_loaded() {
+  twin=$(twin_of "$1")
+  if [ "$MODE" = one ] && [ "$FORCE_LOAD" = 0 ] && loaded "$1" "$2"; then
+    say "  $1: reusing the loaded data set in $(datadir "$1" "$2")"
+    return 0
+  fi
+  if [ -n "$twin" ]; then
+    if ! loaded "$twin" "$2"; then
+      say "  $1: no load of $twin to share at ratio $2: skipped"
+      return 1
+    fi
+    rm -rf "$(datadir "$1" "$2")"
+    # the twin's copy was taken right after its load (before its workloads)
+    cp -r "$(datadir "$twin" "$2").fresh" "$(datadir "$1" "$2")" &&
+      sed -i "s/^engine=$twin /engine=$1 /" "$(datadir "$1" "$2")/.ycsb-meta" ||
+      return 1
+    say "  $1: runs on a copy of $twin's load at ratio $2 (same table format)"
+    return 0
+  fi
+  run "$1" load "$2" "$DIST" || return 1
+  # keep a pristine copy for an engine that shares this load
+  for e in $ENGINES; do
+    if [ "$(twin_of "$e")" = "$1" ]; then
+      rm -rf "$(datadir "$1" "$2").fresh"
+      cp -r "$(datadir "$1" "$2")" "$(datadir "$1" "$2").fresh" || return 1
+    fi
+  done
+  return 0
+}
+
+# One data/budget ratio: every engine's data set first, then each workload
+# across all engines back to back, so that a slow spell of the disk (this
+# machine's I/O speed drifts by 2x over minutes) falls on every engine's run
+# of a workload alike, not on one engine's whole series.
+ratio_phase() { # RATIO WORKLOADS EXTRA(yes/no)
+  r=$1 wls=$2 extra=$3
+  ready=""
+  for eng in $ENGINES; do
+    if ensure_loaded "$eng" "$r"; then ready="$ready $eng"
+    else say "  $eng: load failed at ratio $r: its workloads skipped"; fi
+  done
+  for wl in $wls; do
+    [ "$wl" = load ] && continue
+    for eng in $ready; do run "$eng" "$wl" "$r" "$DIST"; done
+  done
+  if [ "$extra" = yes ]; then
+    for d in $EXTRA_DIST; do
+      for wl in $EXTRA_WORKLOADS; do
+        for eng in $ready; do run "$eng" "$wl" "$r" "$d"; done
+      done
+    done
+  fi
+  for eng in $ENGINES; do
+    rm -rf "$(datadir "$eng" "$r").fresh"
+    [ "$MODE" = one ] || rm -rf "$(datadir "$eng" "$r")"
+  done
 }
 
 setup_cgroup
@@ -231,38 +332,19 @@ drop_caches
 say "bench/run.sh $MODE, $(date), $(nproc) cores, $(uname -r)"
 say "memory: $CAP_NOTE"
 [ -n "$DROP_NOTE" ] && say "$DROP_NOTE"
-say "budget $BUDGET MiB, data/budget $RATIO, keys $KEY B, values $VALUE B, $DIST; engines' own cache knobs $SHARE% of the budget"
-say "each run: warm-up >= $WMIN s until stable (<= $WMAX s, dropped), then $SECONDS_ s measured; load: $LOAD_BATCH inserts per transaction; results: $CSV"
+shares=""
+for eng in $ENGINES; do shares="$shares $eng $(share_for "$eng")%,"; done
+say "budget $BUDGET MiB, data/budget $RATIO, keys $KEY B, values $VALUE B, $DIST; engines' own cache knobs (percent of the budget):${shares%,}"
+say "each run: warm-up >= $WMIN s until stable (<= $WMAX s, dropped), then $SECONDS_ s measured; load: $LOAD_BATCH inserts per transaction; order: per ratio, all loads, then each workload on every engine in turn; results: $CSV"
 T_START=$(date +%s)
 
-for eng in $ENGINES; do
-  say "engine $eng"
-  # the sweep's smaller data sets first, then the main ratio
-  for r in $SWEEP; do
-    if run "$eng" load "$r" "$DIST"; then
-      for wl in $SWEEP_WORKLOADS; do run "$eng" "$wl" "$r" "$DIST"; done
-    fi
-    rm -rf "$DATA/$eng-k$KEY-v$VALUE-b$BUDGET-r$r"
-  done
-  ok=1
-  if [ "$MODE" = one ] && [ "$WORKLOADS" != load ] && loaded "$eng" "$RATIO"; then
-    say "  (reusing the loaded data set in $DATA)"
-  else
-    run "$eng" load "$RATIO" "$DIST" || ok=0
-  fi
-  if [ $ok = 1 ]; then
-    for wl in $WORKLOADS; do
-      [ "$wl" = load ] && continue
-      run "$eng" "$wl" "$RATIO" "$DIST"
-    done
-    for d in $EXTRA_DIST; do
-      for wl in $EXTRA_WORKLOADS; do run "$eng" "$wl" "$RATIO" "$d"; done
-    done
-  else
-    say "  load failed: $eng's workloads skipped"
-  fi
-  [ "$MODE" = one ] || rm -rf "$DATA/$eng-k$KEY-v$VALUE-b$BUDGET-r$RATIO"
+# the sweep's smaller data sets first, then the main ratio
+for r in $SWEEP; do
+  say "ratio $r"
+  ratio_phase "$r" "$SWEEP_WORKLOADS" no
 done
+say "ratio $RATIO"
+ratio_phase "$RATIO" "$WORKLOADS" yes
 
 say "matrix done in $(( $(date +%s) - T_START )) s"
 {

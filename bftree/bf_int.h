@@ -1007,8 +1007,7 @@ int bf_tree_latch_leaf(bf_tree *tree, const uint8_t *key, uint32_t key_len,
                        int mode, bool exclusive, uint32_t *leaf_id,
                        struct bf_leaf_entry **entry);
 /* Whether to cache what a read brought from disk: always while the buffer
-** has room or (warm fill) until eviction has retired one buffer's worth
-** since open, else with probability percent. */
+** has room, else with probability percent. */
 bool bf_tree_should_promote(bf_tree *tree, uint32_t percent);
 /* Make room in the buffer for a block of size_class (no latch held). */
 int bf_tree_evict(bf_tree *tree, uint32_t size_class);

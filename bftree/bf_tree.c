@@ -18,9 +18,12 @@
 **   none -> partial (smallest class that fits)        [mini_write]
 **   partial -> larger class                            [mini_grow]
 **   partial at max_mini_class, full -> merge to disk   [leaf_merge]
-**   partial -> full-page (scan promotion)              [bf_tree_promote_page]
+**   none | partial -> full-page (scan promotion, or a lookup's warm fill
+**                     before the buffer first fills)   [bf_tree_promote_page]
 **   full-page, full -> merge to disk (+split)          [leaf_merge]
 **   any -> relocated to the tail (copy-on-access)      [mini_relocate]
+**   full-page -> partial of its dirty and referenced records, on
+**                copy-on-access                        [full_page_shrink]
 **   any -> evicted (dirty records merged first)        [bf_tree_evict]
 **
 ** Latching protocol (see bf_int.h for each piece):
@@ -728,9 +731,9 @@ static int mini_move(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
 ** (reference bit); the leaf on disk holds every other record, so a later
 ** lookup of one reads the leaf again.  A full page caches a whole leaf for
 ** the price of its busiest records; this is where the buffer turns it back
-** into a record cache.  Exclusive latch.  BF_OK (replaced, or dropped when
-** nothing is worth keeping), BF_FULL (the survivors need more than the
-** largest partial class: keep the page whole), BF_RETRY, BF_NOMEM. */
+** into a record cache.  Exclusive latch.  BF_OK (replaced), BF_FULL (keep
+** the page whole: the survivors need more than the largest partial class,
+** or no record is referenced), BF_RETRY, BF_NOMEM. */
 static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
                             struct bf_leaf_entry *e, uint8_t *mini) {
   struct bf_leaf leaf;
@@ -744,10 +747,10 @@ static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
     if (bf_rec_is_dirty(r.type) || r.referenced)
       need += bf_record_space(p + r.key_len, r.value_len);
   }
-  if (need == BF_NODE_HEADER) {
-    mini_drop(t, e);
-    return BF_OK;
-  }
+  /* Nothing referenced: the page is being used all the same, by lookups of
+  ** keys it does not hold (which only a full page answers without a disk
+  ** read), so keep it whole. */
+  if (need == BF_NODE_HEADER) return BF_FULL;
   if (need > bf_buf_class_size(t->buf, t->max_mini_class)) return BF_FULL;
   uint32_t cls = bf_buf_class_for(t->buf, (uint32_t)need);
   uint8_t *key = bf_malloc((size_t)t->max_key + 1);
@@ -781,16 +784,24 @@ static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
   return BF_OK;
 }
 
+/* Whether a mini-page in the copy-on-access region should move when used.
+** With warm fill, nothing is about to be evicted before the buffer has
+** first filled: the full pages the fill keeps there stay put until then
+** (and their readers do not upgrade their latch for nothing). */
+static bool relocation_due(bf_tree *t, const uint8_t *mini) {
+  return !t->opts.warm_fill || !is_full_page(t, mini) ||
+         atomic_load_explicit(&t->buffer_filled, memory_order_relaxed);
+}
+
 /* Copy-on-access: a mini-page in the region about to be evicted that is
 ** being used moves to the tail, shedding cold clean records.  Best effort.
-** Before the buffer has first filled nothing is about to be evicted: full
-** pages (warm fill) stay where they are until then. */
+** A full page shrinks to its used records (full_page_shrink). */
 static void mini_relocate(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e) {
   uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
   if (!mini || !bf_buf_in_second_chance(t->buf, mini)) return;
+  if (!relocation_due(t, mini)) return;
   uint32_t cls = bf_buf_node_class(mini);
   if (cls == t->full_class) {
-    if (!atomic_load_explicit(&t->buffer_filled, memory_order_relaxed)) return;
     if (t->opts.warm_fill) {
       int rc = full_page_shrink(t, leaf_id, e, mini);
       if (rc == BF_OK) BF_COUNT(t, copy_on_access, 1);
@@ -1029,6 +1040,7 @@ int bf_delete(bf_tree *t, const void *key, size_t klen) {
 */
 
 static bool warm_fill_allowed(bf_tree *t);
+static bool read_should_promote(bf_tree *t);
 
 /* Cache a record read from disk (or a phantom for a miss) in the leaf's
 ** mini-page.  Exclusive latch.  Best effort: BF_RETRY means no room. */
@@ -1099,7 +1111,8 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
         if (!r.referenced) bf_node_mark_referenced(node, idx);
       }
       BF_COUNT(t, cache_hits, 1);
-      if (bf_buf_in_second_chance(t->buf, mini) && bf_try_upgrade(&e->latch)) {
+      if (bf_buf_in_second_chance(t->buf, mini) && relocation_due(t, mini) &&
+          bf_try_upgrade(&e->latch)) {
         mini_relocate(t, leaf_id, e);
         bf_unlatch_exclusive(&e->latch);
       } else {
@@ -1142,8 +1155,7 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
     if (prc == BF_OK) BF_COUNT(t, warm_fills, 1);
     if (prc == BF_RETRY) need_evict = true;
   } else if ((rc == BF_OK || rc == BF_NOTFOUND) &&
-             bf_tree_should_promote(t, t->opts.read_promote_percent) &&
-             bf_try_upgrade(&e->latch)) {
+             read_should_promote(t) && bf_try_upgrade(&e->latch)) {
     promoted_latch = true;
     if (mini_promote(t, leaf_id, e, key, (uint32_t)klen, r.value, r.value_len,
                      found) == BF_RETRY)
@@ -1170,16 +1182,21 @@ static bool warm_fill_allowed(bf_tree *t) {
 }
 
 bool bf_tree_should_promote(bf_tree *t, uint32_t percent) {
-  /* While the buffer has room, caching costs nothing: always.  During the
-  ** first lap of eviction after a warm fill, the buffer is still mostly the
-  ** full pages the fill kept (a page cache): caching every record read
-  ** turns it into a record cache within one lap instead of the ~100/percent
-  ** laps that the configured rate would take.  After that, each promotion
-  ** evicts something, so only with the configured probability (hot records
-  ** come back often enough to get in). */
+  /* While the buffer has room, caching costs nothing: always.  Once it is
+  ** full, each promotion evicts something, so only with the configured
+  ** probability (hot records come back often enough to get in). */
   return !bf_buf_needs_eviction(t->buf, t->full_class) ||
-         (t->opts.warm_fill && bf_buf_retired(t->buf) < bf_buf_size(t->buf)) ||
          bf_random_percent(percent);
+}
+
+/* bf_tree_should_promote for a record a point lookup read.  During the
+** first lap of eviction after a warm fill, the buffer is still mostly the
+** full pages the fill kept (a page cache): caching every record read turns
+** it into a record cache within one lap instead of the ~100/percent laps
+** the configured rate would take.  (Scans keep their own rate.) */
+static bool read_should_promote(bf_tree *t) {
+  return (t->opts.warm_fill && bf_buf_retired(t->buf) < bf_buf_size(t->buf)) ||
+         bf_tree_should_promote(t, t->opts.read_promote_percent);
 }
 
 /* Scan promotion: see bf_int.h. */
@@ -1394,7 +1411,6 @@ static int checkpoint_locked(bf_tree *t, bool drop) {
   }
   bf_ckpt_image_free(&image);
   free(b.ids);
-  bf_release_free_memory(); /* the image's per-leaf keys */
   return rc;
 }
 
@@ -1402,6 +1418,9 @@ int bf_checkpoint(bf_tree *t) {
   bf_gate_exclusive(&t->checkpoint_gate);
   int rc = checkpoint_locked(t, false);
   bf_gate_release(&t->checkpoint_gate);
+  /* The image's per-leaf keys, given back outside the gate (a trim walks
+  ** the heap: writers must not wait for it). */
+  bf_release_free_memory();
   return rc;
 }
 
