@@ -21,19 +21,33 @@ trap 'rm -rf "$TMP"' EXIT
 # Main ratio and key choice.
 MAIN_RATIO=$(awk -F, 'NR > 1 { if ($5 + 0 > m) m = $5 + 0 } END { print m }' "$CSV")
 MAIN_DIST=$(awk -F, 'NR > 1 && $3 != "load" { n[$4]++ } END { b = "zipf"; for (d in n) if (n[d] > n[b]) b = d; print b }' "$CSV")
+# Every table and plot lists the engines in one order (pairs side by side),
+# and each plot gives an engine the same column, so the same colour.
+EORDER="sqlite-sql sqlite-c bftree-sql bftree-sql-prep bftree-c rocksdb lmdb wiredtiger"
+# awk code: sort en[1..ne] by EORDER (others after, in discovery order)
+SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
+  function sort_en(   i, j, t, nro, ro) {
+    nro = split(EO, ro, " "); for (i = 1; i <= nro; i++) rank[ro[i]] = i
+    for (i = 1; i <= ne; i++) for (j = i + 1; j <= ne; j++)
+      if (rk(en[j]) < rk(en[i])) { t = en[i]; en[i] = en[j]; en[j] = t }
+  }'
 
 # ------------------------------------------------------------- markdown
 {
   echo "# Benchmark results: $(basename "$BASE")"
   echo
   [ -f "$BASE.notes" ] && sed 's/^/- /' "$BASE.notes"
-  awk -F, 'NR == 2 { printf "- budget %s MiB per process; keys %s B, values %s B; one client thread\n", $6, $8, $9 }
-    NR > 1 && !($2 in seen) { seen[$2] = 1; order[++n] = $2; mib[$2] = $7 }
-    END { printf "- engines'"'"' own cache knobs (MiB, the largest share of the budget that keeps each process inside the cap; see bench/run.sh share_for):"
-          for (i = 1; i <= n; i++) printf " %s %s%s", order[i], mib[order[i]], i < n ? "," : "\n" }' "$CSV"
+  awk -F, -v EO="$EORDER" "$SORT_EN"'
+    NR == 2 { printf "- budget %s MiB per process; keys %s B, values %s B; one client thread\n", $6, $8, $9 }
+    NR > 1 && !($2 in seen) { seen[$2] = 1; en[++ne] = $2; mib[$2] = $7 }
+    END { sort_en(); printf "- engines'"'"' own cache knobs (MiB, the largest share of the budget that keeps each process inside the cap; see bench/run.sh share_for):"
+          for (i = 1; i <= ne; i++) printf " %s %s%s", en[i], mib[en[i]], i < ne ? "," : "\n" }' "$CSV"
   awk -F, 'NR > 1 { c[$12]++ } END { if (c["no"]) printf "- **%d run(s) were NOT memory-capped** (column capped = no)\n", c["no"]; else print "- every run was inside the memory cap (capped = yes)" }' "$CSV"
   awk -F, 'NR > 1 && $14 != "yes" { n++ } END { if (n) printf "- **page cache not dropped before %d run(s)**\n", n; else print "- page cache dropped (echo 1 > /proc/sys/vm/drop_caches) before every run" }' "$CSV"
   echo "- main data set: ${MAIN_RATIO}x the budget, key choice $MAIN_DIST (Zipf theta 0.9)"
+  awk -F, 'NR > 1 && $3 == "load" { l[$2] = 1 } NR > 1 && $3 != "load" { w[$2] = 1 }
+    END { for (e in w) if (!(e in l)) s = s (s ? ", " : "") e
+          if (s) printf "- no load of their own (\"-\" under load): %s; each runs on a pristine copy of the load of its twin with the same table format (sqlite-sql, bftree-sql)\n", s }' "$CSV"
   echo "- warm-up: the dropped warm-up of each run is in the table (seconds/operations; \"capped\" = stopped at the maximum before throughput settled); drift = throughput of the 2nd half of the measured window / the 1st half"
   echo "- written B/op: bytes the process sent to the disk (/proc/self/io write_bytes - cancelled_write_bytes, counted when a page is dirtied or a direct write is issued) from open to after close, over all operations of the run; write amp = that / (write operations x (key + value bytes)); read B/op: read_bytes over the measured window / measured operations"
   if [ -f "$BASE.log" ]; then
@@ -46,7 +60,7 @@ MAIN_DIST=$(awk -F, 'NR > 1 && $3 != "load" { n[$4]++ } END { b = "zipf"; for (d
   echo
   echo "## Throughput (operations/s), data = ${MAIN_RATIO}x budget"
   echo
-  awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" '
+  awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" -v EO="$EORDER" "$SORT_EN"'
     NR > 1 && $5 + 0 == R {
       w = $3; if ($4 != D && w != "load") w = w "/" $4
       if (!(w in wseen)) { wseen[w] = 1; wl[++nw] = w }
@@ -54,6 +68,7 @@ MAIN_DIST=$(awk -F, 'NR > 1 && $3 != "load" { n[$4]++ } END { b = "zipf"; for (d
       v[$2, w] = ($33 == "ok") ? sprintf("%.0f", $20) : ($20 != "" ? sprintf("%.0f (%s)", $20, $33) : $33)
     }
     END {
+      sort_en()
       # workloads in a fixed order, then extras
       split("load A B C E F W", order, " ")
       n = 0
@@ -142,14 +157,15 @@ MAIN_DIST=$(awk -F, 'NR > 1 && $3 != "load" { n[$4]++ } END { b = "zipf"; for (d
 command -v gnuplot > /dev/null 2>&1 || { echo "report.sh: gnuplot missing; wrote $MD only" >&2; exit 0; }
 
 # workloads.dat: one row per workload, one column per engine
-awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" '
+awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" -v EO="$EORDER" "$SORT_EN"'
+  NR > 1 && !($2 in es) { es[$2] = 1; en[++ne] = $2 }
   NR > 1 && $5 + 0 == R {
     w = $3; if ($4 != D && w != "load") w = w "/" $4
     if (!(w in ws)) { ws[w] = 1; wl[++nw] = w }
-    if (!($2 in es)) { es[$2] = 1; en[++ne] = $2 }
     if ($33 == "ok" && $20 != "") v[$2, w] = $20
   }
   END {
+    sort_en()
     split("load A B C E F W", order, " ")
     n = 0
     for (i = 1; i <= 7; i++) if (order[i] in ws) { col[++n] = order[i]; used[order[i]] = 1 }
@@ -178,7 +194,7 @@ set ylabel "operations / s"
 set xlabel "workload (load = random-order inserts; A 50/50 read/update; B 95/5; C read; E 100-row scans; F read-modify-write; W 95% updates)"
 set grid ytics
 set key outside right top
-plot for [i=2:$NE] "$TMP/workloads.dat" using i:xtic(1) title columnheader(i)
+plot for [i=2:$NE] "$TMP/workloads.dat" using i:xtic(1) lt (i - 1) title columnheader(i)
 EOF
 gnuplot "$TMP/w.gp" || echo "report.sh: gnuplot failed (workloads plot)" >&2
 
@@ -193,12 +209,13 @@ if [ -n "$(echo $SWEEP_WL)" ]; then
   plots=""
   for wl in $(echo $SWEEP_WL | tr ' ' '\n' | sort); do
     n=$((n + 1))
-    awk -F, -v W="$wl" -v D="$MAIN_DIST" '
+    awk -F, -v W="$wl" -v D="$MAIN_DIST" -v EO="$EORDER" "$SORT_EN"'
+      NR > 1 && !($2 in es) { es[$2] = 1; en[++ne] = $2 }
       NR > 1 && $3 == W && ($4 == D || W == "load") {
-        if (!($2 in es)) { es[$2] = 1; en[++ne] = $2 }
         r[$5] = 1; if ($33 == "ok" && $20 != "") v[$2, $5] = $20
       }
       END {
+        sort_en()
         nr = 0; for (x in r) rr[++nr] = x + 0
         for (i = 1; i <= nr; i++) for (j = i + 1; j <= nr; j++) if (rr[j] < rr[i]) { t = rr[i]; rr[i] = rr[j]; rr[j] = t }
         printf "ratio"; for (e = 1; e <= ne; e++) printf " %s", en[e]; printf "\n"
@@ -211,7 +228,7 @@ if [ -n "$(echo $SWEEP_WL)" ]; then
     ne=$(head -1 "$TMP/ratio-$wl.dat" | wc -w)
     plots="$plots
 set title \"workload $wl\"
-plot for [i=2:$ne] \"$TMP/ratio-$wl.dat\" using 1:i with linespoints lw 2 pt 7 title columnheader(i)"
+plot for [i=2:$ne] \"$TMP/ratio-$wl.dat\" using 1:i with linespoints lw 2 pt 7 lt (i - 1) title columnheader(i)"
   done
   cat > "$TMP/r.gp" <<EOF
 set terminal pngcairo size $((560 * n + 200)),560 font "sans,11"
