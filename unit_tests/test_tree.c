@@ -428,14 +428,29 @@ static void test_warm_fill(void **state) {
   }
 }
 
+/* Key i holds the value of this version, or is absent (version 0). */
+static void check_version(bf_tree *t, uint32_t i, uint32_t version) {
+  char k[32], v[64], got[64];
+  size_t klen, vlen;
+  key_of(i, k, &klen);
+  int rc = bf_get(t, k, klen, got, sizeof got, &vlen);
+  if (version == 0) {
+    assert_int_equal(rc, BF_NOTFOUND);
+    return;
+  }
+  assert_int_equal(rc, BF_OK);
+  assert_int_equal(vlen, warm_value(i, version, v));
+  assert_memory_equal(got, v, vlen);
+}
+
 /* Warm-filled full pages under pressure: once the buffer has filled, a full
 ** page used near the head is cut to its used and dirty records; updates
 ** and deletes made to full pages must survive that, eviction, merges and a
 ** reopen.  Randomized (seed printed), checked against an array model. */
 static void test_warm_shrink(void **state) {
   struct fixture *f = *state;
-  char k[32], v[64], got[64];
-  size_t klen, vlen;
+  char k[32], v[64];
+  size_t klen;
   const uint32_t n = 12000;
   uint64_t rng = test_seed("warm_shrink");
   uint32_t *version = calloc(n, sizeof *version); /* 0 = deleted, else v */
@@ -467,16 +482,8 @@ static void test_warm_shrink(void **state) {
         assert_int_equal(bf_delete(f->tree, k, klen), BF_OK);
         version[i] = 0;
         break;
-      default: { /* read */
-        int rc = bf_get(f->tree, k, klen, got, sizeof got, &vlen);
-        if (version[i] == 0) {
-          assert_int_equal(rc, BF_NOTFOUND);
-        } else {
-          assert_int_equal(rc, BF_OK);
-          assert_int_equal(vlen, warm_value(i, version[i], v));
-          assert_memory_equal(got, v, vlen);
-        }
-      }
+      default: /* read */
+        check_version(f->tree, i, version[i]);
     }
   }
   bf_stats_get(f->tree, &s1);
@@ -489,17 +496,7 @@ static void test_warm_shrink(void **state) {
   assert_true(s1.evictions > s0.evictions);
   check_ok(f->tree);
   for (int pass = 0; pass < 2; pass++) {
-    for (uint32_t i = 0; i < n; i++) {
-      key_of(i, k, &klen);
-      int rc = bf_get(f->tree, k, klen, got, sizeof got, &vlen);
-      if (version[i] == 0) {
-        assert_int_equal(rc, BF_NOTFOUND);
-      } else {
-        assert_int_equal(rc, BF_OK);
-        assert_int_equal(vlen, warm_value(i, version[i], v));
-        assert_memory_equal(got, v, vlen);
-      }
-    }
+    for (uint32_t i = 0; i < n; i++) check_version(f->tree, i, version[i]);
     reopen(f); /* and once more from disk */
   }
   free(version);
