@@ -526,13 +526,15 @@ static int write_page(bf_tree *t, uint8_t *buf, uint64_t pageno) {
 
 /*
 ** Merge the leaf's mini-page into its leaf page, splitting the leaf when
-** the records no longer fit one page.  Exclusive latch on e held; the
+** the records no longer fit one page.  Exclusive latch on e held.
+** preread: the leaf's current page, read ahead by flush_all (checked against
+** its disk page and page_version under this latch), or NULL to read it.  The
 ** mini-page (e->mini) is left as it is: the caller converts it (no split)
 ** or drops it (*split).  BF_OK or an error (then tree->error is set when
 ** the disk may disagree with memory).
 */
 static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
-                      bool *split) {
+                      const uint8_t *preread, bool *split) {
   uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
   struct merge_state m;
   uint8_t *page = NULL, *buf = NULL;
@@ -549,7 +551,12 @@ static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
     page = page_alloc(t);
     if (!page) return BF_NOMEM;
     struct bf_leaf leaf;
-    rc = bf_tree_read_leaf(t, e, page, &leaf);
+    if (preread) { /* read ahead by flush_all, verified like any read */
+      memcpy(page, preread, t->page_size);
+      rc = bf_tree_verify_leaf(t, e, page, &leaf);
+    } else {
+      rc = bf_tree_read_leaf(t, e, page, &leaf);
+    }
   }
   if (rc == BF_OK) rc = merge_collect(t, &m, mini, page);
   if (rc == BF_OK) rc = merge_partition(t, &m, &first, &pages);
@@ -901,7 +908,7 @@ static int mini_write(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
       /* The full page is full: write its dirty records, then let the
       ** record start a new partial mini-page (later merges split). */
       if (node_has_dirty(leaf.node)) {
-        rc = leaf_merge(t, leaf_id, e, &split);
+        rc = leaf_merge(t, leaf_id, e, NULL, &split);
         if (rc != BF_OK) return rc;
         mini_drop(t, e);
         if (split) return BF_RESTART;
@@ -929,7 +936,7 @@ static int mini_write(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
     }
 
     /* Merge the dirty records into the leaf page. */
-    rc = leaf_merge(t, leaf_id, e, &split);
+    rc = leaf_merge(t, leaf_id, e, NULL, &split);
     if (rc != BF_OK) return rc;
     if (split) {
       mini_drop(t, e);
@@ -1259,7 +1266,7 @@ static int evict_block(bf_tree *t, uint8_t *node) {
       ALWAYS(atomic_load_explicit(&e->mini, memory_order_relaxed) == node)) {
     if (node_has_dirty(mini_node(t, node))) {
       bool split;
-      rc = leaf_merge(t, leaf_id, e, &split);
+      rc = leaf_merge(t, leaf_id, e, NULL, &split);
       if (rc != BF_OK) {
         /* Keep the block (and its dirty records) where it is: the head
         ** stays here, the tree is in error and refuses writes. */
@@ -1306,21 +1313,89 @@ int bf_tree_evict(bf_tree *t, uint32_t size_class) {
 ** Checkpoints.
 */
 
+/* Leaves whose pages flush_all reads in one batch. */
+#define FLUSH_BATCH 32
+
+/* A leaf of flush_all's window that needs its page for a merge. */
+struct flush_item {
+  uint32_t id;
+  uint64_t disk_page;
+  uint32_t page_version;
+  bool ready;               /* read without error */
+};
+
+/*
+** Note the leaves of [base, end) whose merge will read their page (dirty
+** partial mini-page, a page on disk) with disk page and page_version, each
+** under its shared latch, and read those pages into pages[] in one batch
+** (parallel with io_uring: a checkpoint flushing thousands of leaves used
+** to wait for each read in turn).  A page is used only if its leaf still
+** has that page and version under the exclusive latch (as scan read-ahead,
+** bf_scan.c).  Returns how many items were noted (0 when fewer than two:
+** nothing to gain).
+*/
+static uint32_t flush_read_ahead(bf_tree *t, uint32_t base, uint32_t end,
+                                 uint8_t *pages, struct flush_item *items) {
+  struct bf_io_request reqs[FLUSH_BATCH];
+  uint32_t n = 0;
+  for (uint32_t id = base; id < end; id++) {
+    struct bf_leaf_entry *e = bf_map_get(t->map, id);
+    bf_latch_shared(&e->latch);
+    uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+    if (mini && e->disk_page != BF_NO_PAGE && !is_full_page(t, mini) &&
+        node_has_dirty(mini)) {
+      items[n] = (struct flush_item){id, e->disk_page, e->page_version, false};
+      reqs[n] = (struct bf_io_request){pages + (size_t)n * t->page_size,
+                                       t->page_size,
+                                       e->disk_page * t->page_size, BF_OK};
+      n++;
+    }
+    bf_unlatch_shared(&e->latch);
+  }
+  if (n < 2) return 0;
+  bf_io_read_batch(t->io, reqs, n);
+  for (uint32_t i = 0; i < n; i++) {
+    if (reqs[i].status != BF_OK) continue; /* read again, reported then */
+    items[i].ready = true;
+    BF_COUNT(t, leaf_reads, 1);
+    BF_COUNT(t, bytes_read, t->page_size);
+    BF_COUNT(t, read_ahead_leaves, 1);
+  }
+  return n;
+}
+
 /* Merge every dirty mini-page.  Caller holds the gate exclusive (no new
-** dirty records).  Splits append leaves, so loop until the count is stable. */
+** dirty records).  Splits append leaves, so loop until the count is stable.
+** Leaves are taken FLUSH_BATCH at a time, their pages read ahead together
+** (flush_read_ahead); without memory for that, one read at a time. */
 static int flush_all(bf_tree *t, bool drop) {
   uint32_t done = 0;
   int rc = BF_OK;
+  struct flush_item items[FLUSH_BATCH];
+  uint8_t *pages = bf_malloc_aligned(4096, (size_t)FLUSH_BATCH * t->page_size);
   while (rc == BF_OK && done < bf_map_count(t->map)) {
     uint32_t n = bf_map_count(t->map);
+    uint32_t noted = 0, next = 0, window_end = done;
     for (uint32_t id = done; id < n && rc == BF_OK; id++) {
+      if (id == window_end) {
+        window_end = id + FLUSH_BATCH < n ? id + FLUSH_BATCH : n;
+        noted = pages ? flush_read_ahead(t, id, window_end, pages, items) : 0;
+        next = 0;
+      }
       struct bf_leaf_entry *e = bf_map_get(t->map, id);
       bf_latch_exclusive(&e->latch);
+      const uint8_t *pre = NULL;
+      if (next < noted && items[next].id == id) {
+        if (items[next].ready && e->disk_page == items[next].disk_page &&
+            e->page_version == items[next].page_version)
+          pre = pages + (size_t)next * t->page_size;
+        next++;
+      }
       uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
       if (mini && e->disk_page != BF_NO_PAGE) {
         if (node_has_dirty(mini_node(t, mini))) {
           bool split;
-          rc = leaf_merge(t, id, e, &split);
+          rc = leaf_merge(t, id, e, is_full_page(t, mini) ? NULL : pre, &split);
           if (rc == BF_OK && split)
             mini_drop(t, e);
           else if (rc == BF_OK)
@@ -1332,6 +1407,7 @@ static int flush_all(bf_tree *t, bool drop) {
     }
     done = n;
   }
+  bf_free_aligned(pages);
   return rc;
 }
 

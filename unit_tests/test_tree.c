@@ -502,6 +502,41 @@ static void test_warm_shrink(void **state) {
   free(version);
 }
 
+/* A checkpoint reads the pages of the leaves it merges in batches (one
+** io_uring submission per FLUSH_BATCH leaves, bf_tree.c flush_all): one
+** dirty record in each of many leaves, a checkpoint, then every value. */
+static void test_checkpoint_read_ahead(void **state) {
+  struct fixture *f = *state;
+  const uint32_t n = 6000;
+  f->opts.buffer_size = 4u << 20; /* no eviction: the checkpoint merges */
+  f->opts.warm_fill = false;      /* partial mini-pages, read at merge */
+  open_tree(f);
+  char k[32], v[64];
+  size_t klen;
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 1, v)), BF_OK);
+  }
+  reopen(f); /* clean: every leaf on disk, no mini-pages */
+  bf_stats s0, s1;
+  bf_stats_get(f->tree, &s0);
+  assert_true(s0.leaf_pages > 2 * 32);
+  for (uint32_t i = 0; i < n; i += 7) { /* a few records of every leaf */
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 2, v)), BF_OK);
+  }
+  assert_int_equal(bf_checkpoint(f->tree), BF_OK);
+  bf_stats_get(f->tree, &s1);
+  assert_true(s1.read_ahead_leaves - s0.read_ahead_leaves >= s0.leaf_pages / 2);
+  assert_true(s1.leaf_writes - s0.leaf_writes >= s0.leaf_pages / 2);
+  check_ok(f->tree);
+  for (int pass = 0; pass < 2; pass++) {
+    for (uint32_t i = 0; i < n; i++)
+      check_version(f->tree, i, i % 7 == 0 ? 2 : 1);
+    reopen(f);
+  }
+}
+
 static void test_bad_options(void **state) {
   struct fixture *f = *state;
   char *err = NULL;
@@ -594,6 +629,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_readahead_in_place, setup, teardown),
       cmocka_unit_test_setup_teardown(test_warm_fill, setup, teardown),
       cmocka_unit_test_setup_teardown(test_warm_shrink, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_checkpoint_read_ahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_page, setup, teardown),
