@@ -281,8 +281,11 @@ ensure_loaded() {
       return 1
     fi
     rm -rf "$(datadir "$1" "$2")"
-    # the twin's copy was taken right after its load (before its workloads)
-    cp -r "$(datadir "$twin" "$2").fresh" "$(datadir "$1" "$2")" &&
+    # the twin's copy taken right after its load (before its workloads); in
+    # `one` mode a reused load has none: then the twin's data set as it is
+    src="$(datadir "$twin" "$2").fresh"
+    [ -d "$src" ] || src=$(datadir "$twin" "$2")
+    cp -r "$src" "$(datadir "$1" "$2")" &&
       sed -i "s/^engine=$twin /engine=$1 /" "$(datadir "$1" "$2")/.ycsb-meta" ||
       return 1
     say "  $1: runs on a copy of $twin's load at ratio $2 (same table format)"

@@ -957,11 +957,6 @@ struct bf_tree {
   uint64_t file_id;
   _Atomic uint64_t last_commit_id;
   atomic_bool checkpoint_running; /* one size-triggered checkpoint at once */
-  /* False from open until the first eviction: while the buffer has never
-  ** been full, a read miss caches its whole leaf (warm fill), so a cold
-  ** buffer fills a page per miss instead of a record per miss.  Set once
-  ** (relaxed: a stale false costs one extra full-page promotion). */
-  atomic_bool buffer_filled;
   bf_recovery recovery;
   struct bf_tree_counters {
     _Atomic uint64_t cache_hits, cache_misses, leaf_reads, leaf_writes,

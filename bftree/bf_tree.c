@@ -740,7 +740,7 @@ static int mini_move(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
 ** the price of its busiest records; this is where the buffer turns it back
 ** into a record cache.  Exclusive latch.  BF_OK (replaced), BF_FULL (keep
 ** the page whole: the survivors need more than the largest partial class,
-** or no record is referenced), BF_RETRY, BF_NOMEM. */
+** or no record is referenced), BF_RETRY. */
 static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
                             struct bf_leaf_entry *e, uint8_t *mini) {
   struct bf_leaf leaf;
@@ -760,14 +760,12 @@ static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
   if (need == BF_NODE_HEADER) return BF_FULL;
   if (need > bf_buf_class_size(t->buf, t->max_mini_class)) return BF_FULL;
   uint32_t cls = bf_buf_class_for(t->buf, (uint32_t)need);
-  uint8_t *key = bf_malloc((size_t)t->max_key + 1);
-  if (!key) return BF_NOMEM;
+  /* A kept key is at most max_key = page_size / 8 bytes (dirty records were
+  ** written, referenced ones looked up, under that limit). */
+  uint8_t key[BF_MAX_NODE_SIZE / 8];
   uint8_t *node;
   int rc = buf_alloc(t, cls, leaf_id, &node);
-  if (rc != BF_OK) {
-    bf_free(key);
-    return rc;
-  }
+  if (rc != BF_OK) return rc;
   bf_node_init(node, bf_buf_class_size(t->buf, cls));
   if (p) memcpy(key, leaf.low, p); /* L5: the prefix is low's (finite) */
   for (uint32_t i = 0; i < n && rc == BF_OK; i++) {
@@ -779,7 +777,6 @@ static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
     rc = bf_node_append(node, key, p + r.key_len, r.type, r.value, r.value_len,
                         false);
   }
-  bf_free(key);
   if (rc != BF_OK) { /* cannot happen: sized above */
     bf_buf_abort(t->buf, node);
     return rc == BF_FULL ? BF_CORRUPT_BKPT : rc;
@@ -791,13 +788,17 @@ static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
   return BF_OK;
 }
 
+/* Whether the buffer has been full since open: eviction has retired some of
+** it (the head only moves past evicted blocks).  A relaxed hint: a stale
+** false costs one extra full-page promotion. */
+static bool buffer_filled(bf_tree *t) { return bf_buf_retired(t->buf) > 0; }
+
 /* Whether a mini-page in the copy-on-access region should move when used.
 ** With warm fill, nothing is about to be evicted before the buffer has
 ** first filled: the full pages the fill keeps there stay put until then
 ** (and their readers do not upgrade their latch for nothing). */
 static bool relocation_due(bf_tree *t, const uint8_t *mini) {
-  return !t->opts.warm_fill || !is_full_page(t, mini) ||
-         atomic_load_explicit(&t->buffer_filled, memory_order_relaxed);
+  return !t->opts.warm_fill || !is_full_page(t, mini) || buffer_filled(t);
 }
 
 /* Copy-on-access: a mini-page in the region about to be evicted that is
@@ -1183,8 +1184,7 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
 ** pages shrink to their used records on relocation (mini_relocate), so the
 ** steady state is a record cache, not a page cache. */
 static bool warm_fill_allowed(bf_tree *t) {
-  return t->opts.warm_fill &&
-         !atomic_load_explicit(&t->buffer_filled, memory_order_relaxed) &&
+  return t->opts.warm_fill && !buffer_filled(t) &&
          !bf_buf_needs_eviction(t->buf, t->full_class);
 }
 
@@ -1285,7 +1285,6 @@ static int evict_block(bf_tree *t, uint8_t *node) {
 
 int bf_tree_evict(bf_tree *t, uint32_t size_class) {
   int idle = 0;
-  atomic_store_explicit(&t->buffer_filled, true, memory_order_relaxed);
   if (size_class > t->full_class) size_class = t->full_class;
   while (bf_buf_needs_eviction(t->buf, size_class)) {
     uint8_t *node;
@@ -1395,7 +1394,7 @@ static int flush_all(bf_tree *t, bool drop) {
       if (mini && e->disk_page != BF_NO_PAGE) {
         if (node_has_dirty(mini_node(t, mini))) {
           bool split;
-          rc = leaf_merge(t, id, e, is_full_page(t, mini) ? NULL : pre, &split);
+          rc = leaf_merge(t, id, e, pre, &split);
           if (rc == BF_OK && split)
             mini_drop(t, e);
           else if (rc == BF_OK)
