@@ -162,6 +162,29 @@ static int bfc_close(void *db) {
   return st == BF_OK ? YCSB_OK : bfc_fail("bf_close", st);
 }
 
+/* Another client thread's handle: the same tree (bf_tree is shared by
+** threads), its own cursor. */
+static int bfc_attach(void *db, void **out) {
+  bfh *h = db, *a = calloc(1, sizeof *a);
+  if (!a) return YCSB_ERR;
+  *a = *h;
+  a->txn = NULL;
+  int st = bf_cursor_open(a->tree, &a->cur);
+  if (st != BF_OK) {
+    free(a);
+    return bfc_fail("bf_cursor_open", st);
+  }
+  *out = a;
+  return YCSB_OK;
+}
+
+static int bfc_detach(void *db) {
+  bfh *a = db;
+  bf_cursor_close(a->cur);
+  free(a);
+  return YCSB_OK;
+}
+
 const ycsb_adapter ycsb_bftree_c = {"bftree-c", bfc_describe, bfc_open, bfc_put,
                                     bfc_put, bfc_read, bfc_scan, bfc_close,
-                                    bfc_begin, bfc_commit};
+                                    bfc_begin, bfc_commit, bfc_attach, bfc_detach};

@@ -10,7 +10,8 @@
 **
 ** MEMORY.  LMDB has no cache of its own: its data file is memory-mapped and
 ** the kernel page cache is its cache, so the memory cgroup is its only cap.
-** MDB_NORDAHEAD (lmdb.h: for random reads on data larger than RAM).  Map
+** MDB_NORDAHEAD (lmdb.h: for random reads on data larger than RAM); MDB_NOTLS
+** (read transactions are per client handle, not per thread).  Map
 ** size 64 GiB (address space only; the file grows as needed).
 **
 ** DURABILITY.  MDB_NOSYNC: a commit writes its pages (copy-on-write, no
@@ -30,6 +31,7 @@ typedef struct lm {
   MDB_txn *rtxn;    /* reset between operations */
   MDB_cursor *cur;  /* bound to rtxn */
   MDB_txn *wtxn;    /* a load batch in progress, else NULL */
+  bool attached;    /* another client's handle: the env is not its own */
   size_t key_size, value_size;
 } lm;
 
@@ -45,7 +47,7 @@ static void lm_describe(const ycsb_cfg *cfg, char *buf, size_t n) {
   snprintf(buf, n,
            "%s; no cache knob (memory-mapped: the cgroup caps its page cache); "
            "MDB_NOSYNC (no fsync per commit; copy-on-write, no log) + "
-           "MDB_NORDAHEAD; one write transaction per update",
+           "MDB_NORDAHEAD + MDB_NOTLS; one write transaction per update",
            mdb_version(NULL, NULL, NULL));
 }
 
@@ -54,7 +56,7 @@ static int lm_close(void *db) {
   if (h->cur) mdb_cursor_close(h->cur);
   if (h->wtxn) mdb_txn_abort(h->wtxn);
   if (h->rtxn) mdb_txn_abort(h->rtxn);
-  if (h->env) mdb_env_close(h->env);
+  if (h->env && !h->attached) mdb_env_close(h->env);
   free(h);
   return YCSB_OK;
 }
@@ -72,7 +74,8 @@ static int lm_open(const ycsb_cfg *cfg, bool create, void **out) {
     return lm_fail("mdb_env_create", rc);
   }
   if ((rc = mdb_env_set_mapsize(h->env, LMDB_MAP_SIZE)) != 0 ||
-      (rc = mdb_env_open(h->env, cfg->dir, MDB_NOSYNC | MDB_NORDAHEAD, 0644)) != 0 ||
+      (rc = mdb_env_open(h->env, cfg->dir, MDB_NOSYNC | MDB_NORDAHEAD | MDB_NOTLS,
+                           0644)) != 0 ||
       (rc = mdb_txn_begin(h->env, NULL, 0, &txn)) != 0) {
     lm_close(h);
     return lm_fail("open", rc);
@@ -158,6 +161,28 @@ static int lm_scan(void *db, const uint8_t *key, int n, ycsb_scan_state *ss) {
   return YCSB_OK;
 }
 
+/* Another client thread's handle: the same environment, its own read
+** transaction and cursor (MDB_NOTLS lets one thread make several and
+** another use them). */
+static int lm_attach(void *db, void **out) {
+  lm *h = db, *a = calloc(1, sizeof *a);
+  int rc;
+  if (!a) return YCSB_ERR;
+  a->env = h->env;
+  a->dbi = h->dbi;
+  a->attached = true;
+  a->key_size = h->key_size;
+  a->value_size = h->value_size;
+  if ((rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &a->rtxn)) != 0 ||
+      (rc = mdb_cursor_open(a->rtxn, a->dbi, &a->cur)) != 0) {
+    lm_close(a);
+    return lm_fail("read transaction", rc);
+  }
+  mdb_txn_reset(a->rtxn);
+  *out = a;
+  return YCSB_OK;
+}
+
 const ycsb_adapter ycsb_lmdb = {"lmdb", lm_describe, lm_open, lm_put,
                                 lm_put, lm_read,     lm_scan, lm_close,
-                                lm_begin, lm_commit};
+                                lm_begin, lm_commit, lm_attach, lm_close};

@@ -175,6 +175,19 @@ static int rk_close(void *db) {
   return YCSB_OK;
 }
 
+/* Another client thread's handle: the same one (rocksdb_t and the read and
+** write options are safe to share between threads; batches are the load's,
+** which runs on one thread). */
+static int rk_attach(void *db, void **out) {
+  *out = db;
+  return YCSB_OK;
+}
+
+static int rk_detach(void *db) {
+  (void)db;
+  return YCSB_OK;
+}
+
 const ycsb_adapter ycsb_rocksdb = {"rocksdb", rk_describe, rk_open, rk_put,
                                    rk_put,    rk_read,     rk_scan, rk_close,
-                                   rk_begin, rk_commit};
+                                   rk_begin, rk_commit, rk_attach, rk_detach};

@@ -35,6 +35,14 @@
 ** mmap_size 0 (default).  Native: PRAGMA cache_size = -(cache bytes / 1024).
 ** bftree-sql: the table's buffer_size = cache bytes; the main database holds
 ** only the schema and keeps SQLite's default cache size.
+** SQLITE_CONFIG_MEMSTATUS off (a global mutex per allocation otherwise).
+**
+** THREADS (--threads N): every client thread has its own connection (attach
+** opens another), busy_timeout 10 s.  A native connection's cache_size is
+** the cache share / N (SQLite's page cache is per connection; what the
+** connections share is the OS page cache, inside the same cap); the bftree
+** connections share the table's one buffer (the engine is opened once per
+** process), so its buffer_size stays the whole share.
 */
 #include "ycsb.h"
 
@@ -43,8 +51,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How long a connection waits for another's lock (--threads > 1). */
+#define SQ_BUSY_MS 10000
+
 typedef struct sq {
   sqlite3 *db;
+  ycsb_cfg cfg;        /* what it was opened with (attach opens the same) */
   const char *name;
   int mode;            /* enum ycsb_sql_mode */
   bool intkey;         /* 8-byte keys as INTEGER */
@@ -249,9 +261,9 @@ static void sq_print_stats(sq *h) {
   sqlite3_finalize(st);
 }
 
-static int sq_close(void *db) {
-  sq *h = db;
-  if (h->bftree) sq_print_stats(h);
+/* Close h; print the table's counters first when stats. */
+static int sq_free(sq *h, bool stats) {
+  if (h->bftree && stats) sq_print_stats(h);
   sqlite3_finalize(h->ins);
   sqlite3_finalize(h->upd);
   sqlite3_finalize(h->sel);
@@ -262,18 +274,37 @@ static int sq_close(void *db) {
   return rc == SQLITE_OK ? YCSB_OK : YCSB_ERR;
 }
 
+static int sq_close(void *db) { return sq_free(db, true); }
+
+/* A native connection's page cache: an equal part of the cache share per
+** connection (each client thread has its own connection and SQLite's page
+** cache is per connection; the OS page cache, inside the same memory cap,
+** is what they share). */
+static uint64_t sq_cache_bytes(const ycsb_cfg *cfg) {
+  return cfg->cache_bytes / (uint64_t)(cfg->threads > 1 ? cfg->threads : 1);
+}
+
 static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *name,
                    bool bftree) {
   sq *h = calloc(1, sizeof *h);
   char path[2048], sql[512];
   if (!h) return YCSB_ERR;
   h->name = name;
+  h->cfg = *cfg;
   h->mode = cfg->sql_mode;
   h->intkey = cfg->key_size == 8;
   h->bftree = bftree;
   h->key_size = cfg->key_size;
   h->value_size = cfg->value_size;
   snprintf(path, sizeof path, "%s/db.sqlite", cfg->dir);
+  /* SQLite's documented speed knob for threaded programs: no memory
+  ** statistics, so no process-wide mutex around every allocation.  Before
+  ** the library initialises, so the first open (main thread) sets it. */
+  static bool configured;
+  if (!configured) {
+    configured = true;
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  }
   if (sqlite3_open_v2(path, &h->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
       SQLITE_OK)
     goto fail;
@@ -289,11 +320,13 @@ static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *nam
       return YCSB_ERR;
     }
   }
+  /* other clients' connections write too: wait for their locks */
+  sqlite3_busy_timeout(h->db, SQ_BUSY_MS);
   if (sq_exec(h, "PRAGMA journal_mode=WAL") || sq_exec(h, "PRAGMA synchronous=NORMAL"))
     goto fail_quiet;
   if (!bftree) {
     snprintf(sql, sizeof sql, "PRAGMA cache_size=-%llu",
-             (unsigned long long)(cfg->cache_bytes / 1024));
+             (unsigned long long)(sq_cache_bytes(cfg) / 1024));
     if (sq_exec(h, sql)) goto fail_quiet;
   }
   if (create) {
@@ -321,9 +354,17 @@ static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *nam
 fail:
   sq_fail(h, "open");
 fail_quiet:
-  sq_close(h);
+  sq_free(h, false);
   return YCSB_ERR;
 }
+
+/* Another connection to the same database, for another client thread. */
+static int sq_attach(void *db, void **out) {
+  sq *h = db;
+  return sq_open(&h->cfg, false, out, h->name, h->bftree);
+}
+
+static int sq_detach(void *db) { return sq_free(db, false); }
 
 static int open_sqlite_sql(const ycsb_cfg *cfg, bool create, void **out) {
   return sq_open(cfg, create, out, "sqlite-sql", false);
@@ -339,17 +380,22 @@ static int open_bftree_prep(const ycsb_cfg *cfg, bool create, void **out) {
 }
 
 static void describe(const ycsb_cfg *cfg, char *buf, size_t n, bool bftree) {
+  char conns[160] = "";
+  if (cfg->threads > 1)
+    snprintf(conns, sizeof conns, " %s; %d connections, one per client thread, "
+             "busy_timeout %d ms", bftree ? "shared by all connections" : "per connection",
+             cfg->threads, SQ_BUSY_MS);
   snprintf(buf, n,
            "SQLite %s, %s, %s; journal_mode=WAL synchronous=NORMAL (log on, "
-           "fsync only at checkpoints); %s %.1f MiB; one autocommit "
-           "transaction per operation",
+           "fsync only at checkpoints); %s %.1f MiB%s; SQLITE_CONFIG_MEMSTATUS off; "
+           "one autocommit transaction per operation",
            sqlite3_libversion(),
            bftree ? "bftree virtual table" : "WITHOUT ROWID table",
            cfg->sql_mode == YCSB_SQL_PREPARED
                ? "prepared statements reused (bind/step/reset)"
                : "SQL text compiled per operation (values as literals)",
            bftree ? "table buffer_size" : "PRAGMA cache_size",
-           (double)cfg->cache_bytes / 1048576);
+           (double)(bftree ? cfg->cache_bytes : sq_cache_bytes(cfg)) / 1048576, conns);
 }
 
 static void describe_native(const ycsb_cfg *cfg, char *buf, size_t n) {
@@ -361,14 +407,14 @@ static void describe_bftree(const ycsb_cfg *cfg, char *buf, size_t n) {
 
 const ycsb_adapter ycsb_sqlite_sql = {"sqlite-sql", describe_native, open_sqlite_sql,
                                       sq_insert, sq_update, sq_read, sq_scan, sq_close,
-                                      sq_begin, sq_commit};
+                                      sq_begin, sq_commit, sq_attach, sq_detach};
 const ycsb_adapter ycsb_sqlite_c = {"sqlite-c", describe_native, open_sqlite_c,
                                     sq_insert, sq_update, sq_read, sq_scan, sq_close,
-                                      sq_begin, sq_commit};
+                                      sq_begin, sq_commit, sq_attach, sq_detach};
 const ycsb_adapter ycsb_bftree_sql = {"bftree-sql", describe_bftree, open_bftree_sql,
                                       sq_insert, sq_update, sq_read, sq_scan, sq_close,
-                                      sq_begin, sq_commit};
+                                      sq_begin, sq_commit, sq_attach, sq_detach};
 const ycsb_adapter ycsb_bftree_sql_prep = {"bftree-sql-prep", describe_bftree,
                                            open_bftree_prep, sq_insert, sq_update,
                                            sq_read, sq_scan, sq_close, sq_begin,
-                                           sq_commit};
+                                           sq_commit, sq_attach, sq_detach};

@@ -161,4 +161,6 @@ static int wt_close(void *db) {
 
 const ycsb_adapter ycsb_wiredtiger = {"wiredtiger", wt_describe, wt_open, wt_put,
                                       wt_put,       wt_read,     wt_scan, wt_close,
-                                      wt_begin, wt_commit};
+                                      wt_begin, wt_commit,
+                                      /* one client thread only (--threads) */
+                                      NULL, NULL};

@@ -38,7 +38,7 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
   echo
   [ -f "$BASE.notes" ] && sed 's/^/- /' "$BASE.notes"
   awk -F, -v EO="$EORDER" "$SORT_EN"'
-    NR == 2 { printf "- budget %s MiB per process; keys %s B, values %s B; one client thread\n", $6, $8, $9 }
+    NR == 2 { printf "- budget %s MiB per process; keys %s B, values %s B; one client thread (columns ending in /Nt: N client threads, each with its own handle or connection)\n", $6, $8, $9 }
     NR > 1 && !($2 in seen) { seen[$2] = 1; en[++ne] = $2; mib[$2] = $7 }
     END { sort_en(); printf "- engines'"'"' own cache knobs (MiB, the largest share of the budget that keeps each process inside the cap; see bench/run.sh share_for):"
           for (i = 1; i <= ne; i++) printf " %s %s%s", en[i], mib[en[i]], i < ne ? "," : "\n" }' "$CSV"
@@ -62,7 +62,7 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
   echo
   awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" -v EO="$EORDER" "$SORT_EN"'
     NR > 1 && $5 + 0 == R {
-      w = $3; if ($4 != D && w != "load") w = w "/" $4
+      w = $3; if ($4 != D && w != "load") w = w "/" $4; if ($34 + 0 > 1) w = w "/" $34 "t"
       if (!(w in wseen)) { wseen[w] = 1; wl[++nw] = w }
       if (!($2 in eseen)) { eseen[$2] = 1; en[++ne] = $2 }
       v[$2, w] = ($33 == "ok") ? sprintf("%.0f", $20) : ($20 != "" ? sprintf("%.0f (%s)", $20, $33) : $33)
@@ -89,7 +89,7 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
   echo
   awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" '
     NR > 1 && $5 + 0 == R && $33 == "ok" {
-      w = $3; if ($4 != D && w != "load") w = w "/" $4
+      w = $3; if ($4 != D && w != "load") w = w "/" $4; if ($34 + 0 > 1) w = w "/" $34 "t"
       if (!(w in ws)) { ws[w] = 1; wl[++nw] = w }
       t[$2, w] = $20; a[$2, w] = $27
     }
@@ -113,7 +113,7 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
   echo "| engine | workload | data/budget | ops/s | p50 us | p99 us | p99.9 us | read B/op | written B/op | write amp | peak RSS MiB | cgroup peak MiB | warm-up dropped | drift | errors | status |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
   awk -F, -v D="$MAIN_DIST" 'NR > 1 {
-      w = $3; if ($4 != D && w != "load") w = w "/" $4
+      w = $3; if ($4 != D && w != "load") w = w "/" $4; if ($34 + 0 > 1) w = w "/" $34 "t"
       wu = ($3 == "load") ? "none (load)" : sprintf("%s s, %s ops, %s", $15, $16, $17)
       if ($19 == "") wu = "-"
       printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
@@ -126,7 +126,7 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
     echo "## Throughput (operations/s) against data/budget"
     echo
     awk -F, -v D="$MAIN_DIST" '
-      NR > 1 && $3 != "load" && $4 == D { k = $3 " @" $5 "x"; c[k] = 1; n[$3, $5]++; has[$2, k] = 1; v[$2, k] = ($33 == "ok" ? sprintf("%.0f", $20) : $33)
+      NR > 1 && $3 != "load" && $4 == D && $34 + 0 <= 1 { k = $3 " @" $5 "x"; c[k] = 1; n[$3, $5]++; has[$2, k] = 1; v[$2, k] = ($33 == "ok" ? sprintf("%.0f", $20) : $33)
         if (!($2 in es)) { es[$2] = 1; en[++ne] = $2 } r[$5] = 1; w[$3] = 1 }
       END {
         # columns: workloads present at more than one ratio, each by ratio
@@ -160,7 +160,7 @@ command -v gnuplot > /dev/null 2>&1 || { echo "report.sh: gnuplot missing; wrote
 awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" -v EO="$EORDER" "$SORT_EN"'
   NR > 1 && !($2 in es) { es[$2] = 1; en[++ne] = $2 }
   NR > 1 && $5 + 0 == R {
-    w = $3; if ($4 != D && w != "load") w = w "/" $4
+    w = $3; if ($4 != D && w != "load") w = w "/" $4; if ($34 + 0 > 1) w = w "/" $34 "t"
     if (!(w in ws)) { ws[w] = 1; wl[++nw] = w }
     if ($33 == "ok" && $20 != "") v[$2, w] = $20
   }
@@ -199,7 +199,7 @@ EOF
 gnuplot "$TMP/w.gp" || echo "report.sh: gnuplot failed (workloads plot)" >&2
 
 # ratio-<workload>.dat: one row per ratio, one column per engine
-SWEEP_WL=$(awk -F, -v D="$MAIN_DIST" 'NR > 1 && $3 != "load" && $4 == D { k[$3, $5] = 1; w[$3] = 1 }
+SWEEP_WL=$(awk -F, -v D="$MAIN_DIST" 'NR > 1 && $3 != "load" && $4 == D && $34 + 0 <= 1 { k[$3, $5] = 1; w[$3] = 1 }
   END { for (x in w) { c = 0; for (y in k) { split(y, p, SUBSEP); if (p[1] == x) c++ } if (c > 1) printf "%s ", x } }' "$CSV")
 # the load counts too: its throughput depends on the data size as well
 LOADS=$(awk -F, 'NR > 1 && $3 == "load" { r[$5] = 1 } END { print length(r) }' "$CSV")
@@ -211,7 +211,7 @@ if [ -n "$(echo $SWEEP_WL)" ]; then
     n=$((n + 1))
     awk -F, -v W="$wl" -v D="$MAIN_DIST" -v EO="$EORDER" "$SORT_EN"'
       NR > 1 && !($2 in es) { es[$2] = 1; en[++ne] = $2 }
-      NR > 1 && $3 == W && ($4 == D || W == "load") {
+      NR > 1 && $3 == W && ($4 == D || W == "load") && $34 + 0 <= 1 {
         r[$5] = 1; if ($33 == "ok" && $20 != "") v[$2, $5] = $20
       }
       END {

@@ -34,6 +34,12 @@
 #   BENCH_DATA       data directory (build/bench-data; on the disk, not tmpfs)
 #   BENCH_RESULTS    output directory (bench/results)
 #   BENCH_NOCAP=1    do not try to cap memory (the output says so)
+#   BENCH_THREADS    client threads of every workload run (1), each with its
+#                    own handle (SQL: its own connection)
+#   BENCH_THREAD_WORKLOADS  workloads run again at the main ratio with
+#                    BENCH_THREAD_COUNT (4) client threads ("C A" in default,
+#                    "" elsewhere), on every engine with a multi-threaded
+#                    adapter
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
@@ -62,6 +68,7 @@ case $MODE in
     SECONDS_=${BENCH_SECONDS:-4}
     WMIN=${BENCH_WARMUP_MIN:-3}
     WMAX=${BENCH_WARMUP_MAX:-6}
+    THREAD_WORKLOADS=${BENCH_THREAD_WORKLOADS-"C A"}
     ;;
   quick)
     BUDGET=${BENCH_BUDGET:-32}
@@ -110,6 +117,10 @@ case $MODE in
   *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
 TIMEOUT=${BENCH_TIMEOUT:-300}
+THREADS=${BENCH_THREADS:-1}
+THR=$THREADS
+THREAD_WORKLOADS=${THREAD_WORKLOADS-${BENCH_THREAD_WORKLOADS-}}
+THREAD_COUNT=${BENCH_THREAD_COUNT:-4}
 LOAD_BATCH=${BENCH_LOAD_BATCH:-1000}
 
 # the driver binary of an engine (one per engine family, see bench/ycsb.h)
@@ -188,6 +199,7 @@ run() {
     --cache-share "$(share_for "$eng")" --seconds "$SECONDS_" --warmup-min "$WMIN" \
     --warmup-max "$WMAX" --ext "$ROOT/bftree.so" --csv "$CSV" --label "$STAMP" \
     --cache-dropped "$DROPPED" --load-batch "$LOAD_BATCH"
+  [ "$wl" = load ] || set -- "$@" --threads "$THR"
   YCSB=$(ycsb_bin "$eng")
   t0=$(date +%s)
   if [ -n "$CG" ]; then
@@ -241,6 +253,14 @@ share_for() {
     sqlite-*) echo 75 ;;
     bftree-*) echo 55 ;;
     *) echo 50 ;;
+  esac
+}
+
+# multi_threaded ENGINE: has the engine's adapter attach() (ycsb.h)?
+multi_threaded() {
+  case $1 in
+    wiredtiger) return 1 ;;
+    *) return 0 ;;
   esac
 }
 
@@ -323,6 +343,13 @@ ratio_phase() { # RATIO WORKLOADS EXTRA(yes/no)
         for eng in $ready; do run "$eng" "$wl" "$r" "$d"; done
       done
     done
+    THR=$THREAD_COUNT
+    for wl in $THREAD_WORKLOADS; do
+      for eng in $ready; do
+        multi_threaded "$eng" && run "$eng" "$wl" "$r" "$DIST"
+      done
+    done
+    THR=$THREADS
   fi
   for eng in $ENGINES; do
     rm -rf "$(datadir "$eng" "$r").fresh"
@@ -338,6 +365,7 @@ say "memory: $CAP_NOTE"
 shares=""
 for eng in $ENGINES; do shares="$shares $eng $(share_for "$eng")%,"; done
 say "budget $BUDGET MiB, data/budget $RATIO, keys $KEY B, values $VALUE B, $DIST; engines' own cache knobs (percent of the budget):${shares%,}"
+say "client threads: $THREADS${THREAD_WORKLOADS:+; then $THREAD_WORKLOADS with $THREAD_COUNT threads}"
 say "each run: warm-up >= $WMIN s until stable (<= $WMAX s, dropped), then $SECONDS_ s measured; load: $LOAD_BATCH inserts per transaction; order: per ratio, all loads, then each workload on every engine in turn; results: $CSV"
 T_START=$(date +%s)
 
@@ -353,6 +381,7 @@ say "matrix done in $(( $(date +%s) - T_START )) s"
 {
   echo "memory: $CAP_NOTE"
   [ -n "$DROP_NOTE" ] && echo "$DROP_NOTE"
+  [ -n "$THREAD_WORKLOADS" ] && echo "multi-threaded runs: $THREAD_WORKLOADS again with $THREAD_COUNT client threads at ${RATIO}x (columns /${THREAD_COUNT}t), each thread with its own handle; SQLite: its own connection, cache_size divided among them; bftree-sql: one table buffer shared by the connections"
   echo "matrix: $MODE; engines: $ENGINES; main workloads: $WORKLOADS; warm-up >= $WMIN s until two 0.5 s windows agree within 10% (<= $WMAX s), dropped; measured $SECONDS_ s per run"
 } > "$RESULTS/$STAMP-$MODE.notes"
 "$ROOT/bench/report.sh" "$CSV"

@@ -3,8 +3,8 @@
 ** data set) configuration per process, with every engine behind the same
 ** adapter interface (ycsb.h).
 **
-** WORKLOADS (one client thread; every operation is one autocommit
-** transaction of the engine):
+** WORKLOADS (every operation is one autocommit transaction of the engine;
+** one client thread, or --threads N, each with its own handle):
 **   load  insert every record once, in random key order (record r has key
 **         mix64(r), so inserting r = 0, 1, 2, ... is random in key space);
 **         creates the data set, measured whole (no warm-up dropped);
@@ -19,7 +19,9 @@
 ** an operation uses is chosen by Zipf(theta) over record ranks (rank r is
 ** record r, whose key is spread over the key space by mix64), or uniformly.
 **
-** PHASES of a workload run: open; warm-up; measured window; close.
+** PHASES of a workload run: open; warm-up; measured window; close.  The
+** client threads run operations; the main thread watches their counts and
+** sets the phase (an operation belongs to the phase it starts in).
 **   warm-up   at least --warmup-min seconds, then until the throughput of two
 **             consecutive 0.5 s windows differs by less than 10%, at most
 **             --warmup-max seconds (then "capped" is reported).  Everything
@@ -59,6 +61,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +84,7 @@ static double opt_wmin = 2, opt_wmax = 10, opt_seconds = 10;
 static int opt_sql_mode = -1;
 static uint64_t opt_seed = 1;
 static uint64_t opt_load_batch = 1;
+static int opt_threads = 1;
 
 static const ycsb_adapter *const adapters[] = {
     &ycsb_sqlite_sql, &ycsb_sqlite_c, &ycsb_bftree_sql, &ycsb_bftree_sql_prep,
@@ -207,6 +212,13 @@ static void hist_add(hist *h, uint64_t ns) {
   h->n++;
   h->sum_ns += ns;
   if (ns > h->max_ns) h->max_ns = ns;
+}
+
+static void hist_merge(hist *into, const hist *from) {
+  for (int i = 0; i < HBUCKETS; i++) into->count[i] += from->count[i];
+  into->n += from->n;
+  into->sum_ns += from->sum_ns;
+  if (from->max_ns > into->max_ns) into->max_ns = from->max_ns;
 }
 
 /* The q-quantile in microseconds. */
@@ -399,7 +411,7 @@ static const char *csv_header =
     "value_size,records,data_mib,capped,cg_limit_mib,cache_dropped,"
     "warmup_s,warmup_ops,warmup_note,seconds,ops,ops_per_s,mean_us,p50_us,"
     "p99_us,p999_us,read_B_per_op,write_B_per_op,write_amp,peak_rss_mib,"
-    "peak_cg_mib,drift,close_s,errors,status";
+    "peak_cg_mib,drift,close_s,errors,status,threads";
 
 typedef struct result {
   double warmup_s, seconds, ops_per_s, mean_us, p50, p99, p999;
@@ -431,17 +443,17 @@ static void csv_write(const result *r, const char *cgdir) {
           (double)opt_records * (double)(opt_key + opt_value) / 1048576,
           capped ? "yes" : "no", limtxt, opt_dropped);
   if (r->status && strcmp(r->status, "ok") != 0 && !r->ops) {
-    fprintf(f, ",,,,,,,,,,,,,,%.1f,,,,%s\n", r->cg_peak, r->status);
+    fprintf(f, ",,,,,,,,,,,,,,%.1f,,,,%s,%d\n", r->cg_peak, r->status, opt_threads);
   } else {
     char wamp[32] = "";
     if (r->has_wamp) snprintf(wamp, sizeof wamp, "%.2f", r->wamp);
     fprintf(f, "%.1f,%llu,%s,%.1f,%llu,%.0f,%.2f,%.2f,%.2f,%.2f,%.0f,%.0f,%s,"
-               "%.1f,%.1f,%.3f,%.2f,%llu,%s\n",
+               "%.1f,%.1f,%.3f,%.2f,%llu,%s,%d\n",
             r->warmup_s, (unsigned long long)r->warmup_ops, r->warm_note,
             r->seconds, (unsigned long long)r->ops, r->ops_per_s, r->mean_us,
             r->p50, r->p99, r->p999, r->rd_per_op, r->wr_per_op, wamp, r->rss,
             r->cg_peak, r->drift, r->close_s, (unsigned long long)r->errors,
-            r->status);
+            r->status, opt_threads);
   }
   fclose(f);
 }
@@ -461,48 +473,70 @@ static const workload workloads[] = {
 };
 
 static const ycsb_adapter *ad;
-static void *db;
-static uint64_t errors;
-static uint64_t next_version = 1;
+static void *db; /* the first handle: the load's, and client 0's */
+static uint64_t errors; /* wrong answers of the measured window */
 
-/* One operation; returns YCSB_ERR on an engine error. */
-static int do_op(enum op op, uint64_t *rng) {
+/* One client thread's state.  ops and measured are written by their client
+** only and read by the coordinator (relaxed: counts, not synchronisation). */
+typedef struct client {
+  pthread_t thread;
+  int id;
+  void *db;                  /* db for client 0, else an attached handle */
+  uint64_t rng;
+  uint64_t version;          /* of update values: client id in the top byte */
+  hist H;                    /* latency of measured operations */
+  uint64_t writes, wwrites;  /* write operations measured / in warm-up */
+  uint64_t errors;           /* measured wrong answers */
+  _Atomic uint64_t ops, measured;
+  int rc;                    /* 0, or -1 when an operation failed */
+} client;
+
+/* Phases of a workload run, set by the coordinator (main thread). */
+enum { PHASE_WARM, PHASE_MEASURE, PHASE_STOP };
+static _Atomic int phase;
+
+/* One operation of client c; returns YCSB_ERR on an engine error.  Wrong
+** answers are counted in c->errors when count_errors. */
+static int do_op(client *c, enum op op, bool count_errors) {
   uint8_t key[16], val[4096], got[4096];
   size_t len = 0;
-  uint64_t r = op == OP_INSERT ? 0 : pick_record(rng);
+  uint64_t r = op == OP_INSERT ? 0 : pick_record(&c->rng);
+  uint64_t bad = 0;
   int rc = YCSB_OK;
   make_key(r, key);
   switch (op) {
     case OP_INSERT: break;
     case OP_READ:
     case OP_RMW:
-      rc = ad->read(db, key, got, &len);
+      rc = ad->read(c->db, key, got, &len);
       if (rc == YCSB_NOTFOUND || (rc == YCSB_OK && !value_ok(key, got, len))) {
-        errors++;
+        bad++;
         rc = YCSB_OK;
+        break;
       }
       if (rc != YCSB_OK || op == OP_READ) break;
       /* read-modify-write: write the next version of the value read */
-      make_value(r, get_le64(got + 8) + 1, rng, val);
-      rc = ad->update(db, key, val);
+      make_value(r, get_le64(got + 8) + 1, &c->rng, val);
+      rc = ad->update(c->db, key, val);
       break;
     case OP_UPDATE:
-      make_value(r, ++next_version, rng, val);
-      rc = ad->update(db, key, val);
+      make_value(r, ++c->version, &c->rng, val);
+      rc = ad->update(c->db, key, val);
       break;
     case OP_SCAN: {
       ycsb_scan_state st;
       memset(&st, 0, sizeof st);
-      rc = ad->scan(db, key, YCSB_SCAN_ROWS, &st);
+      rc = ad->scan(c->db, key, YCSB_SCAN_ROWS, &st);
       /* fewer rows only when the start is among the last 99 keys */
-      if (st.rows == 0 || st.bad) errors++;
+      if (st.rows == 0 || st.bad) bad++;
       break;
     }
   }
   if (rc == YCSB_NOTFOUND) { /* an update that found no row (SQL) */
-    errors++;
+    bad++;
     rc = YCSB_OK;
   }
+  if (count_errors) c->errors += bad;
   return rc;
 }
 
@@ -514,7 +548,37 @@ static enum op choose(const workload *w, uint64_t *rng) {
   return OP_RMW;
 }
 
-static hist H;
+static hist H; /* the load's latencies; a workload's: its clients' merged */
+static const workload *current;
+
+/* A client thread: operations until the coordinator says stop.  An
+** operation belongs to the measured window when it starts in it. */
+static void *client_main(void *arg) {
+  client *c = arg;
+  const workload *w = current;
+  for (;;) {
+    int ph = atomic_load_explicit(&phase, memory_order_relaxed);
+    if (ph == PHASE_STOP) break;
+    enum op op = choose(w, &c->rng);
+    bool measured = ph == PHASE_MEASURE;
+    uint64_t s = measured ? now_ns() : 0;
+    if (do_op(c, op, measured) != YCSB_OK) {
+      c->rc = -1;
+      atomic_store(&phase, PHASE_STOP); /* every client stops */
+      break;
+    }
+    bool write = op == OP_UPDATE || op == OP_RMW;
+    if (measured) {
+      hist_add(&c->H, now_ns() - s);
+      if (write) c->writes++;
+      atomic_fetch_add_explicit(&c->measured, 1, memory_order_relaxed);
+    } else if (write) {
+      c->wwrites++;
+    }
+    atomic_fetch_add_explicit(&c->ops, 1, memory_order_relaxed);
+  }
+  return NULL;
+}
 
 static int run_load(result *res) {
   uint8_t key[16], val[4096];
@@ -562,65 +626,115 @@ static int run_load(result *res) {
   return 0;
 }
 
-static int run_workload(const workload *w, result *res) {
-  uint64_t rng = opt_seed * 0x9E3779B9ull + 7;
-  uint64_t writes = 0, wwrites = 0, ops = 0;
-  io_sample a = io_now(), b = a, c;
-  double t0 = now(), win_start = t0, prev_tp = -1;
-  uint64_t win_ops = 0;
-  bool warm = false;
-  double tw = t0, tm = t0;
-  res->warm_note = "stable";
-  /* warm-up */
-  while (!warm) {
-    enum op op = choose(w, &rng);
-    if (do_op(op, &rng) != YCSB_OK) return -1;
-    if (op == OP_UPDATE || op == OP_RMW) wwrites++;
-    win_ops++;
-    double t = now();
-    if (t - win_start >= 0.5) {
-      double tp = (double)win_ops / (t - win_start);
-      if (t - t0 >= opt_wmin && prev_tp > 0 && fabs(tp - prev_tp) < 0.10 * prev_tp)
-        warm = true;
-      else if (t - t0 >= opt_wmax) {
-        warm = true;
-        res->warm_note = "capped";
-      }
-      prev_tp = tp;
-      res->warmup_ops += win_ops;
-      win_ops = 0;
-      win_start = t;
-    }
-  }
-  tw = now();
-  res->warmup_s = tw - t0;
-  b = io_now();
-  errors = 0; /* errors are counted in the measured window only */
-  /* measured window */
-  uint64_t half_ops[2] = {0, 0};
+/* Sleep until the monotonic time t (seconds), or until the clients stop. */
+static void sleep_until(double t) {
   for (;;) {
-    enum op op = choose(w, &rng);
-    uint64_t s = now_ns();
-    if (do_op(op, &rng) != YCSB_OK) return -1;
-    uint64_t e = now_ns();
-    hist_add(&H, e - s);
-    if (op == OP_UPDATE || op == OP_RMW) writes++;
-    ops++;
-    double t = (double)e * 1e-9;
-    double el = t - tw;
-    half_ops[el < opt_seconds / 2 ? 0 : 1]++;
-    if (el >= opt_seconds || (opt_ops && ops >= opt_ops)) {
-      tm = t;
+    double left = t - now();
+    if (left <= 0 || atomic_load(&phase) == PHASE_STOP) return;
+    if (left > 0.05) left = 0.05;
+    struct timespec ts = {0, (long)(left * 1e9)};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static uint64_t total(client *cs, int n, bool measured) {
+  uint64_t t = 0;
+  for (int i = 0; i < n; i++)
+    t += atomic_load_explicit(measured ? &cs[i].measured : &cs[i].ops,
+                              memory_order_relaxed);
+  return t;
+}
+
+/*
+** Run workload w with opt_threads clients and fill res.  The main thread
+** coordinates: it attaches a handle per extra client, starts the clients,
+** decides the end of the warm-up from their operation counts (0.5 s
+** windows), opens and closes the measured window, then joins the clients,
+** detaches their handles and closes db.
+*/
+static int run_workload(const workload *w, result *res) {
+  int n = opt_threads;
+  client *cs = calloc((size_t)n, sizeof *cs);
+  if (!cs) return -1;
+  int rc = 0, started = 0;
+  for (int i = 0; i < n; i++) {
+    cs[i].id = i;
+    cs[i].rng = (opt_seed + (uint64_t)i * 0x10001ull) * 0x9E3779B9ull + 7;
+    cs[i].version = (uint64_t)i << 56;
+    cs[i].db = db;
+    if (i > 0 && ad->attach(db, &cs[i].db) != YCSB_OK) {
+      cs[i].db = NULL;
+      rc = -1;
       break;
     }
   }
+  io_sample a = io_now(), b = a, c;
+  double t0 = now(), tw = t0, tm = t0;
+  current = w;
+  atomic_store(&phase, PHASE_WARM);
+  for (; rc == 0 && started < n; started++)
+    if (pthread_create(&cs[started].thread, NULL, client_main, &cs[started]) != 0) {
+      fprintf(stderr, "ycsb: cannot start client thread %d\n", started);
+      atomic_store(&phase, PHASE_STOP);
+      rc = -1;
+    }
+  /* warm-up */
+  res->warm_note = "stable";
+  double win_start = t0, prev_tp = -1;
+  uint64_t win_base = 0;
+  while (rc == 0 && atomic_load(&phase) == PHASE_WARM) {
+    sleep_until(win_start + 0.5);
+    double t = now();
+    uint64_t ops = total(cs, n, false);
+    double tp = (double)(ops - win_base) / (t - win_start);
+    if (t - t0 >= opt_wmin && prev_tp > 0 && fabs(tp - prev_tp) < 0.10 * prev_tp) {
+      break;
+    } else if (t - t0 >= opt_wmax) {
+      res->warm_note = "capped";
+      break;
+    }
+    prev_tp = tp;
+    win_base = ops;
+    win_start = t;
+  }
+  /* measured window */
+  uint64_t half = 0;
+  if (rc == 0 && atomic_load(&phase) == PHASE_WARM) {
+    b = io_now();
+    tw = now();
+    res->warmup_s = tw - t0;
+    atomic_store(&phase, PHASE_MEASURE);
+    double end = tw + opt_seconds;
+    if (opt_ops) end = tw + 1e9;
+    sleep_until(tw + opt_seconds / 2);
+    half = total(cs, n, true);
+    while (now() < end && atomic_load(&phase) == PHASE_MEASURE &&
+           (!opt_ops || total(cs, n, true) < opt_ops))
+      sleep_until(now() + (opt_ops ? 0.001 : end - now()));
+  }
   c = io_now();
+  tm = now();
+  atomic_store(&phase, PHASE_STOP);
+  for (int i = 0; i < started; i++) pthread_join(cs[i].thread, NULL);
+  uint64_t ops = total(cs, n, true), writes = 0, wwrites = 0;
+  errors = 0;
+  for (int i = 0; i < started; i++) {
+    if (cs[i].rc) rc = -1;
+    hist_merge(&H, &cs[i].H);
+    writes += cs[i].writes;
+    wwrites += cs[i].wwrites;
+    errors += cs[i].errors;
+  }
+  res->warmup_ops = total(cs, n, false) - ops; /* all ops - measured ones */
+  for (int i = 1; i < n; i++)
+    if (cs[i].db && ad->detach(cs[i].db) != YCSB_OK) rc = -1;
+  free(cs);
   double t1 = now();
-  int rc = ad->close(db);
+  int crc = ad->close(db);
   db = NULL;
   double t2 = now();
   io_sample d = io_now();
-  if (rc != YCSB_OK) return -1;
+  if (rc != 0 || crc != YCSB_OK || !ops) return -1;
   double meas = tm - tw;
   res->seconds = meas;
   res->ops = ops;
@@ -631,14 +745,12 @@ static int run_workload(const workload *w, result *res) {
   if (res->has_wamp)
     res->wamp = written(a, d) / ((double)(writes + wwrites) * (double)(opt_key + opt_value));
   res->close_s = t2 - t1;
-  /* drift: 2nd half vs 1st half (halves by time, when the window ended on
-  ** time; by operations otherwise) */
-  if (half_ops[0] && half_ops[1]) {
-    double h1 = opt_seconds / 2, h2 = meas - h1;
-    res->drift = h2 > 0 ? ((double)half_ops[1] / h2) / ((double)half_ops[0] / h1) : 1;
-  } else {
+  /* drift: 2nd half vs 1st half of the measured window */
+  double h1 = opt_seconds / 2, h2 = meas - h1;
+  if (!opt_ops && half && ops > half && h2 > 0)
+    res->drift = ((double)(ops - half) / h2) / ((double)half / h1);
+  else
     res->drift = 1;
-  }
   return 0;
 }
 
@@ -666,6 +778,8 @@ static void usage(void) {
       "  --record-failure STATUS  only append a row saying the run failed\n"
       "  --load-batch N      load: N inserts per transaction where the engine\n"
       "                      has transactions or write batches (1: each its own)\n"
+      "  --threads N         client threads of a workload (1), each with its\n"
+      "                      own handle (SQL: its own connection)\n"
       "  --seed N\n");
   exit(2);
 }
@@ -698,6 +812,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--record-failure")) opt_failure = v;
     else if (!strcmp(a, "--seed")) opt_seed = strtoull(v, NULL, 0);
     else if (!strcmp(a, "--load-batch")) opt_load_batch = strtoull(v, NULL, 0);
+    else if (!strcmp(a, "--threads")) opt_threads = atoi(v);
     else usage();
   }
   if (!opt_engine || !opt_dir || opt_load_batch < 1) usage();
@@ -719,6 +834,16 @@ int main(int argc, char **argv) {
   if ((opt_key != 8 && opt_key != 16) || opt_value < 16 || opt_value > 4000 ||
       opt_budget_mib <= 0 || opt_ratio <= 0 || opt_share <= 0 || opt_share > 100)
     usage();
+  if (opt_threads < 1 || opt_threads > 256) usage();
+  if (opt_threads > 1 && !w) {
+    fprintf(stderr, "ycsb: --threads applies to workloads; the load runs on one thread\n");
+    return 2;
+  }
+  if (opt_threads > 1 && (!ad->attach || !ad->detach)) {
+    fprintf(stderr, "ycsb: engine %s has no multi-threaded adapter (--threads)\n",
+            opt_engine);
+    return 2;
+  }
   if (!opt_records)
     opt_records = (uint64_t)(opt_ratio * opt_budget_mib * 1048576 /
                              (double)(opt_key + opt_value));
@@ -747,6 +872,7 @@ int main(int argc, char **argv) {
   cfg.key_size = opt_key;
   cfg.value_size = opt_value;
   cfg.records = opt_records;
+  cfg.threads = opt_threads;
   cfg.sql_mode = opt_sql_mode >= 0 ? opt_sql_mode
                  : !strcmp(opt_engine, "sqlite-c") ||
                            !strcmp(opt_engine, "bftree-sql-prep")

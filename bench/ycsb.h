@@ -25,7 +25,9 @@
 ** Adapter contract (every function):
 **   - returns YCSB_OK, YCSB_NOTFOUND (read only) or YCSB_ERR; on YCSB_ERR it
 **     has printed a message naming the engine and the call to stderr;
-**   - single-threaded: the driver calls one function at a time;
+**   - one handle, one thread: the driver calls one function of a handle at a
+**     time; with --threads N it makes N-1 more handles with attach() and
+**     calls them from their own threads at the same time;
 **   - one operation is one autocommit transaction of the engine, durable in
 **     its log at commit but not fsynced (see each adapter's header).
 */
@@ -59,6 +61,10 @@ typedef struct ycsb_cfg {
   size_t value_size;      /* >= 16 */
   uint64_t records;       /* records in the data set */
   int sql_mode;           /* enum ycsb_sql_mode */
+  int threads;            /* client threads, each with its own handle; an
+                          ** engine whose caches are per handle (SQLite's
+                          ** page cache per connection) divides cache_bytes
+                          ** among them */
 } ycsb_cfg;
 
 /* Row verification of a scan (kept by the driver). */
@@ -93,6 +99,12 @@ typedef struct ycsb_adapter {
   ** by the load with --load-batch N > 1 only. */
   int (*begin)(void *db);
   int (*commit)(void *db);
+  /* Optional (NULL: the engine runs one client thread only): a second
+  ** handle on the data set db has open, for another client thread
+  ** (workloads only), and its release.  db is closed after every attached
+  ** handle is detached. */
+  int (*attach)(void *db, void **handle);
+  int (*detach)(void *handle);
 } ycsb_adapter;
 
 /* Adapters, defined in adapter_*.c.  Weak: each driver binary links only
