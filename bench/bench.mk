@@ -8,13 +8,16 @@
 #                       workloads A C E W, 1 s measured
 #   make bench-shapes   16-byte keys and values (the paper's shape), data =
 #                       4x a 16 MiB budget, workloads A C E W (about 15 min)
+#   make bench-steady   the cache past its warm-up: C and A measured for 60 s,
+#                       one and 4 client threads, sqlite-sql, bftree-sql and
+#                       bftree-c on data = 4x a 32 MiB budget (about 25 min)
 #   make bench-build    build build/rel/bench/ycsb-* (installs missing packages)
 #   make bench-engine   the engine micro-benchmark (bench/engine_bench.c)
 #
 # One run by hand: bench/run.sh one ENGINE WORKLOAD [ratio], or the driver
 # itself: build/rel/bench/ycsb-<family> --help.
 
-.PHONY: bench bench-quick bench-shapes bench-build bench-deps bench-engine
+.PHONY: bench bench-quick bench-shapes bench-steady bench-build bench-deps bench-engine
 
 BENCH_PKGS = libsqlite3-dev librocksdb-dev liblmdb-dev libwiredtiger-dev gnuplot-nox
 # One driver binary per engine family, each linking only its own libraries
@@ -55,6 +58,9 @@ bench-quick: bench-build
 
 bench-shapes: bench-build
 	@bench/run.sh shapes
+
+bench-steady: bench-build
+	@bench/run.sh steady
 
 bench-engine: deps
 	@$(MAKE) --no-print-directory VARIANT=rel lib build/rel/bench/engine_bench

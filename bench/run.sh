@@ -8,6 +8,10 @@
 #   bench/run.sh quick            the `make bench-quick` matrix (< 3 min)
 #   bench/run.sh shapes           the `make bench-shapes` matrix: 16-byte
 #                                 keys and values, 16 MiB budget, data 4x
+#   bench/run.sh steady           the `make bench-steady` matrix: C and A
+#                                 measured for 60 s (the buffer and caches
+#                                 past their warm-up), 1 and 4 client
+#                                 threads, sqlite-sql bftree-sql bftree-c
 #   bench/run.sh one ENGINE WORKLOAD [RATIO]
 #                                 one run (a load first when WORKLOAD is not
 #                                 load and no loaded data set of this
@@ -81,6 +85,20 @@ case $MODE in
     SECONDS_=${BENCH_SECONDS:-1}
     WMIN=${BENCH_WARMUP_MIN:-0.5}
     WMAX=${BENCH_WARMUP_MAX:-2}
+    ;;
+  steady)
+    # How the 4-second windows of `default` compare with a minute: a record
+    # cache learns a Zipf hot set record by record, a page cache page by page.
+    ENGINES=${BENCH_ENGINES:-"sqlite-sql bftree-sql bftree-c"}
+    WORKLOADS=${BENCH_WORKLOADS:-"C A"}
+    SWEEP=${BENCH_SWEEP-""}
+    SWEEP_WORKLOADS=${BENCH_SWEEP_WORKLOADS:-"C"}
+    EXTRA_DIST=${BENCH_EXTRA_DIST-}
+    EXTRA_WORKLOADS=${BENCH_EXTRA_WORKLOADS:-"C"}
+    SECONDS_=${BENCH_SECONDS:-60}
+    WMIN=${BENCH_WARMUP_MIN:-3}
+    WMAX=${BENCH_WARMUP_MAX:-6}
+    THREAD_WORKLOADS=${BENCH_THREAD_WORKLOADS-"C A"}
     ;;
   shapes)
     # The small-record shape of the Bf-Tree paper: 16-byte keys, 16-byte
