@@ -40,6 +40,8 @@ static void bfc_options(const ycsb_cfg *cfg, bf_options *o) {
   o->wal = true;
   o->synchronous = BF_SYNC_NORMAL;
   if (getenv("BENCH_BF_NO_WARM_FILL")) o->warm_fill = false; /* see above */
+  const char *promote = getenv("BENCH_BF_READ_PROMOTE"); /* tuning runs */
+  if (promote) o->read_promote_percent = (uint32_t)atoi(promote);
 }
 
 static void bfc_describe(const ycsb_cfg *cfg, char *buf, size_t n) {

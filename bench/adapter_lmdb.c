@@ -61,6 +61,20 @@ static int lm_close(void *db) {
   return YCSB_OK;
 }
 
+/* Give h (env and dbi set) its read transaction, reset, and cursor, and
+** hand it out through *out; on failure h is closed. */
+static int lm_reader(lm *h, void **out) {
+  int rc;
+  if ((rc = mdb_txn_begin(h->env, NULL, MDB_RDONLY, &h->rtxn)) != 0 ||
+      (rc = mdb_cursor_open(h->rtxn, h->dbi, &h->cur)) != 0) {
+    lm_close(h);
+    return lm_fail("read transaction", rc);
+  }
+  mdb_txn_reset(h->rtxn);
+  *out = h;
+  return YCSB_OK;
+}
+
 static int lm_open(const ycsb_cfg *cfg, bool create, void **out) {
   lm *h = calloc(1, sizeof *h);
   MDB_txn *txn;
@@ -84,14 +98,7 @@ static int lm_open(const ycsb_cfg *cfg, bool create, void **out) {
     lm_close(h);
     return lm_fail("mdb_dbi_open", rc);
   }
-  if ((rc = mdb_txn_begin(h->env, NULL, MDB_RDONLY, &h->rtxn)) != 0 ||
-      (rc = mdb_cursor_open(h->rtxn, h->dbi, &h->cur)) != 0) {
-    lm_close(h);
-    return lm_fail("read transaction", rc);
-  }
-  mdb_txn_reset(h->rtxn);
-  *out = h;
-  return YCSB_OK;
+  return lm_reader(h, out);
 }
 
 static int lm_put(void *db, const uint8_t *key, const uint8_t *value) {
@@ -166,21 +173,13 @@ static int lm_scan(void *db, const uint8_t *key, int n, ycsb_scan_state *ss) {
 ** another use them). */
 static int lm_attach(void *db, void **out) {
   lm *h = db, *a = calloc(1, sizeof *a);
-  int rc;
   if (!a) return YCSB_ERR;
   a->env = h->env;
   a->dbi = h->dbi;
   a->attached = true;
   a->key_size = h->key_size;
   a->value_size = h->value_size;
-  if ((rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &a->rtxn)) != 0 ||
-      (rc = mdb_cursor_open(a->rtxn, a->dbi, &a->cur)) != 0) {
-    lm_close(a);
-    return lm_fail("read transaction", rc);
-  }
-  mdb_txn_reset(a->rtxn);
-  *out = a;
-  return YCSB_OK;
+  return lm_reader(a, out);
 }
 
 const ycsb_adapter ycsb_lmdb = {"lmdb", lm_describe, lm_open, lm_put,
