@@ -148,12 +148,13 @@ static int bfc_close(void *db) {
          (unsigned long long)s.leaf_pages, s.tree_height);
   printf("ycsb: bftree-c: buffer: used %.1f MiB live %.1f MiB, record promotions %llu "
          "phantoms %llu page promotions %llu (warm fills %llu) grows %llu copy-on-access %llu "
-         "(full pages shrunk %llu); mini-pages",
+         "(full pages shrunk %llu), laps %.2f; mini-pages",
          (double)s.buffer_used / 1048576, (double)s.buffer_live / 1048576,
          (unsigned long long)s.record_promotions, (unsigned long long)s.phantoms,
          (unsigned long long)s.page_promotions, (unsigned long long)s.warm_fills,
          (unsigned long long)s.mini_grows, (unsigned long long)s.copy_on_access,
-         (unsigned long long)s.page_shrinks);
+         (unsigned long long)s.page_shrinks,
+         (double)s.buffer_retired / (double)(s.buffer_size ? s.buffer_size : 1));
   for (uint32_t c = 0; c < s.size_class_count; c++)
     printf(" %u:%llu", s.size_class_bytes[c], (unsigned long long)s.mini_pages[c]);
   printf("\n");

@@ -107,6 +107,7 @@
 #include <stdio.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define BLOCK_HEADER 8u
 #define PAD_CLASS 0xFFu
@@ -281,6 +282,13 @@ void bf_buf_destroy(struct bf_buf *buf) {
   pthread_mutex_destroy(&buf->lock);
   bf_free_aligned(buf->mem);
   bf_free_aligned(buf);
+}
+
+void bf_buf_discard(struct bf_buf *buf) {
+  /* mem is 4096-aligned (bf_buf_create); whole pages only.  Best effort:
+  ** if madvise fails, the memory simply stays until bf_buf_destroy. */
+  size_t len = (size_t)buf->size & ~(size_t)4095;
+  if (len) (void)madvise(buf->mem, len, MADV_DONTNEED);
 }
 
 uint64_t bf_buf_size(const struct bf_buf *buf) { return buf->size; }

@@ -148,7 +148,10 @@ void bf_ckpt_image_free(struct bf_ckpt_image *image) {
     for (uint64_t i = 0; i < image->leaf_count; i++) bf_free(image->leaves[i].low);
     bf_free(image->leaves);
   }
+  free(image->serial);
   image->leaves = NULL;
+  image->serial = NULL;
+  image->serial_len = image->serial_cap = 0;
   image->leaf_count = 0;
 }
 
@@ -281,6 +284,23 @@ static int bytes_put_key(struct bytes *b, const uint8_t *key, uint32_t len) {
   return BF_OK;
 }
 
+int bf_ckpt_image_add(struct bf_ckpt_image *image, uint64_t disk_page,
+                      const uint8_t *low, uint32_t low_len) {
+  struct bytes b = {image->serial, image->serial_len, image->serial_cap};
+  /* The serial form starts with the leaf count, filled in by
+  ** bf_ckpt_write. */
+  int rc = b.len ? BF_OK : bytes_put64(&b, 0);
+  if (rc == BF_OK) rc = bytes_put64(&b, disk_page);
+  if (rc == BF_OK) rc = bytes_put_key(&b, low, low_len);
+  /* On an error the image keeps what it had (bytes_reserve keeps the old
+  ** block) and the checkpoint is abandoned. */
+  image->serial = b.data;
+  image->serial_len = b.len;
+  image->serial_cap = b.cap;
+  if (rc == BF_OK) image->leaf_count++;
+  return rc;
+}
+
 int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
                   struct bf_ckpt_image *image, bool *uncertain) {
   const uint32_t ps = image->page_size;
@@ -292,15 +312,17 @@ int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
   int rc = BF_OK;
 
   *uncertain = false;
-  /* Serialise the leaves.  The free list is appended below, once the
-  ** metadata pages have been taken from it. */
-  rc = bytes_put64(&b, image->leaf_count);
-  for (uint64_t i = 0; rc == BF_OK && i < image->leaf_count; i++) {
-    rc = bytes_put64(&b, image->leaves[i].disk_page);
-    if (rc == BF_OK)
-      rc = bytes_put_key(&b, image->leaves[i].low, image->leaves[i].low_len);
-  }
-  if (rc != BF_OK) goto out;
+  /* The leaves, serialised by bf_ckpt_image_add: take them over (freed
+  ** below).  The free list is appended below, once the metadata pages have
+  ** been taken from it. */
+  if (NEVER(image->leaves || !image->serial || image->leaf_count == 0))
+    return BF_INVALID;
+  b.data = image->serial;
+  b.len = image->serial_len;
+  b.cap = image->serial_cap;
+  image->serial = NULL;
+  image->serial_len = image->serial_cap = 0;
+  bf_put64(b.data, image->leaf_count);
 
   pthread_mutex_lock(&s->lock);
   {

@@ -483,6 +483,11 @@ struct bf_buf;
 ** BF_NOMEM. */
 int bf_buf_create(uint64_t size, uint32_t page_size, struct bf_buf **out);
 void bf_buf_destroy(struct bf_buf *buf);
+/* Give the buffer's memory back to the OS ahead of bf_buf_destroy (a closing
+** tree, between its last flush and its checkpoint, so that the checkpoint's
+** own allocations do not come on top of a full buffer).  Every block's
+** contents are lost: after this, the only valid call is bf_buf_destroy. */
+void bf_buf_discard(struct bf_buf *buf);
 
 uint64_t bf_buf_size(const struct bf_buf *buf);
 /* Bytes retired by eviction since creation (relaxed hint). */
@@ -710,7 +715,12 @@ struct bf_ckpt_image {
   uint64_t file_id;         /* random id of the data file (the log names it) */
   uint64_t last_commit_id;  /* newest commit id included */
   uint64_t leaf_count;
-  struct bf_ckpt_leaf *leaves;     /* in key order */
+  /* The leaves in key order: as loaded (bf_ckpt_load), in leaves[]; as
+  ** written (bf_ckpt_image_add, bf_ckpt_write), in serial, the on-disk form
+  ** (about 10 + key bytes per leaf instead of an allocation per key). */
+  struct bf_ckpt_leaf *leaves;
+  uint8_t *serial;
+  size_t serial_len, serial_cap;
 };
 
 int bf_space_create(uint64_t next_page, struct bf_space **out);
@@ -729,6 +739,10 @@ uint64_t bf_space_free_pages(struct bf_space *space);
 int bf_ckpt_load(struct bf_io *io, struct bf_ckpt_image *image,
                  struct bf_space **space, char **errmsg);
 void bf_ckpt_image_free(struct bf_ckpt_image *image);
+/* Append a leaf (after every leaf added so far in key order; low NULL for
+** the first) to image's serial form.  BF_OK or BF_NOMEM. */
+int bf_ckpt_image_add(struct bf_ckpt_image *image, uint64_t disk_page,
+                      const uint8_t *low, uint32_t low_len);
 /* Probe the superblocks: BF_OK and *page_size, or BF_NOTBFTREE/BF_CORRUPT. */
 int bf_ckpt_probe(struct bf_io *io, uint32_t *page_size, char **errmsg);
 

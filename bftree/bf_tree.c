@@ -1424,33 +1424,25 @@ static int image_add(void *ctx, uint32_t leaf_id, const uint8_t *low,
   BF_UNUSED(high_len);
   if (b->image->leaf_count == b->capacity) {
     uint64_t cap = b->capacity ? b->capacity * 2 : 1024;
-    struct bf_ckpt_leaf *p = realloc(b->image->leaves, cap * sizeof *p);
     uint32_t *q = realloc(b->ids, cap * sizeof *q);
-    if (p) b->image->leaves = p;
-    if (q) b->ids = q;
-    if (!p || !q) return BF_NOMEM;
+    if (!q) return BF_NOMEM;
+    b->ids = q;
     b->capacity = cap;
   }
-  struct bf_ckpt_leaf *l = &b->image->leaves[b->image->leaf_count];
   struct bf_leaf_entry *e = bf_map_get(b->t->map, leaf_id);
-  memset(l, 0, sizeof *l);
   /* No latch: this runs under the inner structure mutex, which ranks below
   ** leaf latches (protocol 3).  disk_page is stable: the caller holds the
   ** checkpoint gate exclusive and has flushed every dirty record, so no
   ** merge can run; the gate's acquisition orders us after every writer. */
-  l->disk_page = e->disk_page;
-  if (low) {
-    l->low = malloc(low_len ? low_len : 1);
-    if (!l->low) return BF_NOMEM;
-    memcpy(l->low, low, low_len);
-    l->low_len = low_len;
-  }
-  b->ids[b->image->leaf_count++] = leaf_id;
-  return BF_OK;
+  b->ids[b->image->leaf_count] = leaf_id;
+  return bf_ckpt_image_add(b->image, e->disk_page, low, low ? low_len : 0);
 }
 
-/* Flush and write a checkpoint.  Caller holds the gate exclusive. */
-static int checkpoint_locked(bf_tree *t, bool drop) {
+/* Flush and write a checkpoint.  Caller holds the gate exclusive.
+** closing: bf_close's last checkpoint: mini-pages are dropped as they are
+** flushed and the buffer's memory is given back before the checkpoint
+** image is built (so closing never needs more memory than running). */
+static int checkpoint_locked(bf_tree *t, bool closing) {
   struct bf_ckpt_image image;
   struct image_builder b = {t, &image, 0, NULL};
   int rc = atomic_load(&t->error);
@@ -1459,7 +1451,8 @@ static int checkpoint_locked(bf_tree *t, bool drop) {
   /* Everything logged so far is in the tree (the gate is held exclusive:
   ** no append is under way), so the checkpoint covers the log up to here. */
   uint64_t lsn = t->wal ? bf_wal_end_lsn(t->wal) : 0;
-  rc = flush_all(t, drop);
+  rc = flush_all(t, closing);
+  if (rc == BF_OK && closing) bf_buf_discard(t->buf);
   if (rc == BF_OK) rc = bf_inner_for_each_leaf(t->inner, image_add, &b);
   if (rc == BF_OK) {
     image.page_size = t->page_size;
@@ -1493,8 +1486,8 @@ int bf_checkpoint(bf_tree *t) {
   bf_gate_exclusive(&t->checkpoint_gate);
   int rc = checkpoint_locked(t, false);
   bf_gate_release(&t->checkpoint_gate);
-  /* The image's per-leaf keys, given back outside the gate (a trim walks
-  ** the heap: writers must not wait for it). */
+  /* The image's memory, given back outside the gate (a trim walks the
+  ** heap: writers must not wait for it). */
   bf_release_free_memory();
   return rc;
 }
@@ -1896,6 +1889,7 @@ void bf_stats_get(bf_tree *t, bf_stats *s) {
   LOAD(commits);
   LOAD(checkpoints);
 #undef LOAD
+  s->buffer_retired = bf_buf_retired(t->buf);
   s->wal_bytes = t->wal ? bf_wal_size(t->wal) : 0;
   s->inner_splits = 0;
   s->io_mode = (uint64_t)bf_io_mode(t->io);

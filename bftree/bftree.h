@@ -336,6 +336,8 @@ typedef struct bf_stats {
   uint64_t inner_splits;           /* inner node splits */
   uint64_t evictions;              /* mini-pages evicted from the buffer */
   uint64_t copy_on_access;         /* mini-pages moved to the tail on access */
+  uint64_t buffer_retired;         /* bytes eviction has passed over since
+                                   ** open (/ buffer_size: laps) */
   uint64_t record_promotions;      /* records cached after a disk read */
   uint64_t phantoms;               /* phantom records cached after a miss */
   uint64_t page_promotions;        /* leaves promoted to full-page minis */

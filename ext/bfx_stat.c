@@ -228,6 +228,7 @@ static int statFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   ADD(inner_splits);
   ADD(evictions);
   ADD(copy_on_access);
+  ADD(buffer_retired);
   ADD(record_promotions);
   ADD(phantoms);
   ADD(page_promotions);
