@@ -45,6 +45,10 @@ $(YCSB_DIR)/ycsb-%: $(YCSB_DIR)/ycsb.o $(YCSB_DIR)/adapter_%.o
 	$(CC) $(LDFLAGS) -o $@ $(YCSB_DIR)/ycsb.o $(YCSB_DIR)/adapter_$*.o \
 	  $(YCSB_LIBS_$*) -lm -lpthread
 
+# The peers' Debian packages, installed when missing (as root).
+bench-deps:
+	@scripts/install-deps.sh $(BENCH_PKGS)
+
 bench-build: bench-deps deps
 	@$(MAKE) --no-print-directory VARIANT=rel lib bftree.so $(YCSB_BINS)
 
