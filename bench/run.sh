@@ -267,12 +267,19 @@ run() {
 #             peak ~28 MiB as SQLite's at 75; until the checkpoint image was
 #             serialised leaf by leaf and close gave the buffer back before
 #             building it, checkpoints added ~4.5 MiB and 55 was the most)
+#   rocksdb   25: block cache + memtables.  librocksdb alone is ~10 MiB
+#             resident, and its table reads go through the page cache: at
+#             50 the process sat at the cap, the kernel evicted its code and
+#             table pages, and A and W collapsed to 1-40 ops/s (hundreds of
+#             MB read per operation); at 25 (2026-12-07, data 4x) A did 18-20K
+#             ops/s and W 55K; 15, 20 and 30 did worse on A and C
 #   others    50 (each adapter splits it among its own knobs; lmdb has none)
 share_for() {
   if [ -n "$SHARE_ALL" ]; then echo "$SHARE_ALL"; return; fi
   case $1 in
     sqlite-*) echo 75 ;;
     bftree-*) echo 65 ;;
+    rocksdb) echo 25 ;;
     *) echo 50 ;;
   esac
 }
