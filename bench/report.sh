@@ -49,7 +49,7 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
     END { for (e in w) if (!(e in l)) s = s (s ? ", " : "") e
           if (s) printf "- no load of their own (\"-\" under load): %s; each runs on a pristine copy of the load of its twin with the same table format (sqlite-sql, bftree-sql)\n", s }' "$CSV"
   echo "- warm-up: the dropped warm-up of each run is in the table (seconds/operations; \"capped\" = stopped at the maximum before throughput settled); drift = throughput of the 2nd half of the measured window / the 1st half"
-  echo "- written B/op: bytes the process sent to the disk (/proc/self/io write_bytes - cancelled_write_bytes, counted when a page is dirtied or a direct write is issued) from open to after close, over all operations of the run; write amp = that / (write operations x (key + value bytes)); read B/op: read_bytes over the measured window / measured operations"
+  echo "- written B/op: bytes the process sent to the disk (/proc/self/io write_bytes - cancelled_write_bytes, counted when a page is dirtied or a direct write is issued) from open to after close, over all operations of the run; write amp = that / (write operations x (key + value bytes)); window write amp = bytes written in the measured window / its write operations x (key + value bytes) (the steady rate, without what close pays for earlier operations; empty in CSVs from before 2026-12-07); read B/op: read_bytes over the measured window / measured operations"
   if [ -f "$BASE.log" ]; then
     echo
     echo "## Engine configurations"
@@ -85,13 +85,13 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
   echo
   echo "## bftree against SQLite, data = ${MAIN_RATIO}x budget"
   echo
-  echo "Throughput ratios (bftree / SQLite; above 1: bftree faster) and write-amplification ratios (bftree / SQLite; below 1: bftree writes less), from the table above."
+  echo "Throughput ratios (bftree / SQLite; above 1: bftree faster) and write-amplification ratios (bftree / SQLite; below 1: bftree writes less; \"write amp\" from open to after close, \"window write amp\" in the measured window alone), from the table above."
   echo
   awk -F, -v R="$MAIN_RATIO" -v D="$MAIN_DIST" '
     NR > 1 && $5 + 0 == R && $33 == "ok" {
       w = $3; if ($4 != D && w != "load") w = w "/" $4; if ($34 + 0 > 1) w = w "/" $34 "t"
       if (!(w in ws)) { ws[w] = 1; wl[++nw] = w }
-      t[$2, w] = $20; a[$2, w] = $27
+      t[$2, w] = $20; a[$2, w] = $27; aw[$2, w] = $35
     }
     function ratio(x, y) { return (x != "" && y != "" && y + 0 > 0) ? sprintf("%.2f", x / y) : "-" }
     END {
@@ -104,21 +104,23 @@ SORT_EN='function rk(e) { return (e in rank) ? rank[e] : 1000 }
         for (i = 1; i <= nw; i++) printf " %s |", ratio(t[e[1], wl[i]], t[e[2], wl[i]])
         printf "\n| %s | write amp |", pairs[p]
         for (i = 1; i <= nw; i++) printf " %s |", ratio(a[e[1], wl[i]], a[e[2], wl[i]])
+        printf "\n| %s | window write amp |", pairs[p]
+        for (i = 1; i <= nw; i++) printf " %s |", ratio(aw[e[1], wl[i]], aw[e[2], wl[i]])
         printf "\n"
       }
     }' "$CSV"
   echo
   echo "## All runs"
   echo
-  echo "| engine | workload | data/budget | ops/s | p50 us | p99 us | p99.9 us | read B/op | written B/op | write amp | peak RSS MiB | cgroup peak MiB | warm-up dropped | drift | errors | status |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
+  echo "| engine | workload | data/budget | ops/s | p50 us | p99 us | p99.9 us | read B/op | written B/op | write amp | window write amp | peak RSS MiB | cgroup peak MiB | warm-up dropped | drift | errors | status |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
   awk -F, -v D="$MAIN_DIST" 'NR > 1 {
       w = $3; if ($4 != D && w != "load") w = w "/" $4; if ($34 + 0 > 1) w = w "/" $34 "t"
       wu = ($3 == "load") ? "none (load)" : sprintf("%s s, %s ops, %s", $15, $16, $17)
       if ($19 == "") wu = "-"
-      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
         $2, w, $5, ($20 == "" ? "-" : $20), $22, $23, $24, $25, $26, ($27 == "" ? "-" : $27),
-        $28, $29, wu, $30, $32, $33
+        ($35 == "" ? "-" : $35), $28, $29, wu, $30, $32, $33
     }' "$CSV"
   NR=$(awk -F, 'NR > 1 { r[$5] = 1 } END { print length(r) }' "$CSV")
   if [ "$NR" -gt 1 ]; then

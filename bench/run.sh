@@ -339,6 +339,9 @@ ensure_loaded() {
     say "  $1: runs on a copy of $twin's load at ratio $2 (same table format)"
     return 0
   fi
+  # the driver clears only a directory it made, file by file: a data set
+  # left by an interrupted or `one` run (RocksDB's has a subdirectory) goes
+  rm -rf "$(datadir "$1" "$2")"
   run "$1" load "$2" "$DIST" || return 1
   # keep a pristine copy for an engine that shares this load
   for e in $ENGINES; do
