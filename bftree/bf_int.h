@@ -665,14 +665,16 @@ int bf_io_read(struct bf_io *io, void *buf, size_t len, uint64_t offset);
 /* BF_OK; BF_FULL on ENOSPC/EDQUOT; BF_IOERR otherwise. */
 int bf_io_write(struct bf_io *io, const void *buf, size_t len,
                 uint64_t offset);
-/* Several reads in flight at once (io_uring), or one after another. */
+/* Several reads or writes in flight at once (io_uring), or one after
+** another.  A batch's writes may reach the disk in any order. */
 struct bf_io_request {
   void *buf;
   size_t len;
   uint64_t offset;
-  int status;          /* OUT: BF_OK / BF_IOERR */
+  int status;          /* OUT: BF_OK / BF_IOERR (writes: also BF_FULL) */
 };
 int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n);
+int bf_io_write_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n);
 int bf_io_sync(struct bf_io *io);
 /* Current file size in bytes (BF_IOERR on fstat failure). */
 int bf_io_file_size(struct bf_io *io, uint64_t *size);

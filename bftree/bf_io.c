@@ -470,12 +470,13 @@ int bf_io_write(struct bf_io *io, const void *buf, size_t len,
 }
 
 /*
-** Read every request, up to BF_IO_DEPTH at once with io_uring.  Sets each
-** reqs[i].status; returns BF_OK when all succeeded, otherwise the status of
-** the first failed request (in array order).  Buffers of failed requests
-** hold unspecified bytes.
+** Read (write false) every request, up to BF_IO_DEPTH at once with io_uring.
+** Sets each reqs[i].status; returns BF_OK when all succeeded, otherwise the
+** status of the first failed request (in array order).  Buffers of failed
+** reads hold unspecified bytes.
 */
-int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n) {
+static int run_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n,
+                     bool write) {
   int rc = BF_OK;
   for (size_t base = 0; base < n; base += BF_IO_BATCH_CHUNK) {
     struct io_op ops[BF_IO_BATCH_CHUNK];
@@ -486,9 +487,14 @@ int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n) {
       ops[i].buf = r->buf;
       ops[i].len = r->len;
       ops[i].offset = r->offset;
+      ops[i].write = write;
       if (NEVER(!request_ok(r->buf, r->len, r->offset))) {
         ops[i].started = ops[i].finished = true;
         ops[i].err = EINVAL;
+      } else if (write) {
+        /* A crash here leaves none of this chunk written: as if all of it
+        ** were still in flight, which a crash may also find. */
+        bf_crash_point(io->fd, r->buf, r->len, r->offset);
       }
     }
     run_ops(io, ops, m);
@@ -498,6 +504,21 @@ int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n) {
     }
   }
   return rc;
+}
+
+int bf_io_read_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n) {
+  return run_batch(io, reqs, n, false);
+}
+
+/*
+** Write every request, up to BF_IO_DEPTH at once with io_uring, in no
+** particular order.  Sets each reqs[i].status (BF_OK, BF_FULL, BF_IOERR);
+** returns BF_OK when all succeeded, otherwise the status of the first failed
+** request (in array order).  The caller must not care which of a batch's
+** writes reach the disk first (nor, after a crash, which reached it).
+*/
+int bf_io_write_batch(struct bf_io *io, struct bf_io_request *reqs, size_t n) {
+  return run_batch(io, reqs, n, true);
 }
 
 int bf_io_sync(struct bf_io *io) {

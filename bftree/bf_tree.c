@@ -524,6 +524,33 @@ static int write_page(bf_tree *t, uint8_t *buf, uint64_t pageno) {
   return rc;
 }
 
+/* A merge whose page write the caller issues (flush_all batches them):
+** the sealed page image and where it goes. */
+struct merge_write {
+  uint8_t *buf;      /* NULL: nothing deferred (the merge wrote, or split) */
+  uint64_t target;   /* disk page to write */
+  bool moved;        /* target is a new page: the old one is freed after */
+};
+
+/* The bookkeeping after the write of a merge's left page (status rc) to
+** target: the leaf moves to target, or a failed write is handled (see
+** leaf_merge).  pages: how many pages the merge made. */
+static void merge_write_done(bf_tree *t, struct bf_leaf_entry *e,
+                             uint64_t target, bool moved, size_t pages,
+                             int rc) {
+  if (rc == BF_OK && moved) {
+    bf_space_free(t->space, e->disk_page, true);
+    e->disk_page = target;
+    e->flags &= ~(uint32_t)BF_ENTRY_IN_CHECKPOINT;
+  }
+  if (rc != BF_OK) {
+    if (moved) bf_space_free(t->space, target, false);
+    /* Separators already published, or the page overwritten in place
+    ** (possibly torn): memory and disk may disagree. */
+    if (pages > 1 || !moved) set_error(t, rc);
+  }
+}
+
 /*
 ** Merge the leaf's mini-page into its leaf page, splitting the leaf when
 ** the records no longer fit one page.  Exclusive latch on e held.
@@ -532,9 +559,14 @@ static int write_page(bf_tree *t, uint8_t *buf, uint64_t pageno) {
 ** mini-page (e->mini) is left as it is: the caller converts it (no split)
 ** or drops it (*split).  BF_OK or an error (then tree->error is set when
 ** the disk may disagree with memory).
+** defer: NULL, or where a merge without split leaves its page write
+** (defer->buf set, BF_OK): the caller writes defer->buf to defer->target,
+** calls merge_write_done, frees the buffer, and only then converts the
+** mini-page and releases the latch.  A split writes its pages itself.
 */
 static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
-                      const uint8_t *preread, bool *split) {
+                      const uint8_t *preread, bool *split,
+                      struct merge_write *defer) {
   uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
   struct merge_state m;
   uint8_t *page = NULL, *buf = NULL;
@@ -609,27 +641,31 @@ static int leaf_merge(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   /* The left page: in place unless the last checkpoint references it. */
   {
     uint64_t target = e->disk_page;
-    bool moved = false, in_place = true;
+    bool moved = false;
     if (e->flags & BF_ENTRY_IN_CHECKPOINT) {
-      in_place = false;
       rc = bf_space_alloc(t->space, &target);
-      moved = rc == BF_OK; /* never free the leaf's own page below */
+      if (rc != BF_OK) {
+        /* Nothing written here: only published separators make the
+        ** disk and memory disagree. */
+        if (pages > 1) set_error(t, rc);
+        goto unlatch_new;
+      }
+      moved = true; /* never free the leaf's own page below */
     }
-    if (rc == BF_OK) rc = merge_build_page(t, &m, first, pages, 0, buf);
+    rc = merge_build_page(t, &m, first, pages, 0, buf);
     e->page_version++; /* copies read before are stale (bf_scan.c) */
+    if (rc == BF_OK && defer && pages == 1) {
+      bf_leaf_seal(buf, t->page_size, target, 0);
+      defer->buf = buf;
+      defer->target = target;
+      defer->moved = moved;
+      buf = NULL; /* the caller's now; it counts the merge once written */
+      goto out;
+    }
     if (rc == BF_OK) rc = write_page(t, buf, target);
-    if (rc == BF_OK && moved) {
-      bf_space_free(t->space, e->disk_page, true);
-      e->disk_page = target;
-      e->flags &= ~(uint32_t)BF_ENTRY_IN_CHECKPOINT;
-    }
-    if (rc != BF_OK) {
-      if (moved) bf_space_free(t->space, target, false);
-      /* Separators already published, or the page overwritten in place
-      ** (possibly torn): memory and disk may disagree. */
-      if (pages > 1 || in_place) set_error(t, rc);
-    }
+    merge_write_done(t, e, target, moved, pages, rc);
   }
+unlatch_new:
   for (size_t p = 1; p < pages; p++) bf_unlatch_exclusive(&entries[p]->latch);
   if (rc == BF_OK) {
     BF_COUNT(t, merges, 1);
@@ -909,7 +945,7 @@ static int mini_write(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
       /* The full page is full: write its dirty records, then let the
       ** record start a new partial mini-page (later merges split). */
       if (node_has_dirty(leaf.node)) {
-        rc = leaf_merge(t, leaf_id, e, NULL, &split);
+        rc = leaf_merge(t, leaf_id, e, NULL, &split, NULL);
         if (rc != BF_OK) return rc;
         mini_drop(t, e);
         if (split) return BF_RESTART;
@@ -937,7 +973,7 @@ static int mini_write(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
     }
 
     /* Merge the dirty records into the leaf page. */
-    rc = leaf_merge(t, leaf_id, e, NULL, &split);
+    rc = leaf_merge(t, leaf_id, e, NULL, &split, NULL);
     if (rc != BF_OK) return rc;
     if (split) {
       mini_drop(t, e);
@@ -1266,7 +1302,7 @@ static int evict_block(bf_tree *t, uint8_t *node) {
       ALWAYS(atomic_load_explicit(&e->mini, memory_order_relaxed) == node)) {
     if (node_has_dirty(mini_node(t, node))) {
       bool split;
-      rc = leaf_merge(t, leaf_id, e, NULL, &split);
+      rc = leaf_merge(t, leaf_id, e, NULL, &split, NULL);
       if (rc != BF_OK) {
         /* Keep the block (and its dirty records) where it is: the head
         ** stays here, the tree is in error and refuses writes. */
@@ -1363,20 +1399,68 @@ static uint32_t flush_read_ahead(bf_tree *t, uint32_t base, uint32_t end,
   return n;
 }
 
+/* A leaf of flush_all's window whose merge write is deferred (its latch is
+** held until the batch is written). */
+struct flush_write {
+  uint32_t id;
+  struct merge_write w;
+};
+
+/* Write the deferred merges of a window in one batch, then finish each
+** (merge_write_done; the mini-page marked clean, or dropped when drop) and
+** release its latch.  Returns the first error, BF_OK if none. */
+static int flush_write_batch(bf_tree *t, struct flush_write *fw, uint32_t n,
+                             bool drop) {
+  struct bf_io_request reqs[FLUSH_BATCH];
+  int rc = BF_OK;
+  for (uint32_t i = 0; i < n; i++)
+    reqs[i] = (struct bf_io_request){fw[i].w.buf, t->page_size,
+                                     fw[i].w.target * t->page_size, BF_OK};
+  if (n) bf_io_write_batch(t->io, reqs, n);
+  for (uint32_t i = 0; i < n; i++) {
+    struct bf_leaf_entry *e = bf_map_get(t->map, fw[i].id);
+    int wrc = reqs[i].status;
+    merge_write_done(t, e, fw[i].w.target, fw[i].w.moved, 1, wrc);
+    bf_free_aligned(fw[i].w.buf);
+    if (wrc == BF_OK) {
+      BF_COUNT(t, leaf_writes, 1);
+      BF_COUNT(t, bytes_written, t->page_size);
+      BF_COUNT(t, merges, 1);
+      uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+      mini_mark_clean(t, mini);
+      if (drop) mini_drop(t, e);
+    } else if (rc == BF_OK) {
+      rc = wrc;
+    }
+    bf_unlatch_exclusive(&e->latch);
+  }
+  return rc;
+}
+
 /* Merge every dirty mini-page.  Caller holds the gate exclusive (no new
 ** dirty records).  Splits append leaves, so loop until the count is stable.
-** Leaves are taken FLUSH_BATCH at a time, their pages read ahead together
-** (flush_read_ahead); without memory for that, one read at a time. */
+** Leaves are taken FLUSH_BATCH at a time: their pages read ahead together
+** (flush_read_ahead), their merges built under their exclusive latches and
+** the pages written together (flush_write_batch), each latch held until its
+** page is written.  Holding several leaf latches is safe here: the gate is
+** held exclusive and no other thread waits for a leaf latch while holding
+** one (protocol 2), so latches taken in id order cannot deadlock.  Without
+** memory for a batch, one read and one write at a time. */
 static int flush_all(bf_tree *t, bool drop) {
   uint32_t done = 0;
   int rc = BF_OK;
   struct flush_item items[FLUSH_BATCH];
+  struct flush_write writes[FLUSH_BATCH];
+  uint32_t pending = 0;
   uint8_t *pages = bf_malloc_aligned(4096, (size_t)FLUSH_BATCH * t->page_size);
   while (rc == BF_OK && done < bf_map_count(t->map)) {
     uint32_t n = bf_map_count(t->map);
     uint32_t noted = 0, next = 0, window_end = done;
     for (uint32_t id = done; id < n && rc == BF_OK; id++) {
       if (id == window_end) {
+        rc = flush_write_batch(t, writes, pending, drop);
+        pending = 0;
+        if (rc != BF_OK) break;
         window_end = id + FLUSH_BATCH < n ? id + FLUSH_BATCH : n;
         noted = pages ? flush_read_ahead(t, id, window_end, pages, items) : 0;
         next = 0;
@@ -1394,7 +1478,14 @@ static int flush_all(bf_tree *t, bool drop) {
       if (mini && e->disk_page != BF_NO_PAGE) {
         if (node_has_dirty(mini_node(t, mini))) {
           bool split;
-          rc = leaf_merge(t, id, e, pre, &split);
+          struct flush_write *fw = &writes[pending];
+          fw->id = id;
+          fw->w.buf = NULL;
+          rc = leaf_merge(t, id, e, pre, &split, pages ? &fw->w : NULL);
+          if (rc == BF_OK && fw->w.buf) {
+            pending++; /* latched until flush_write_batch */
+            continue;
+          }
           if (rc == BF_OK && split)
             mini_drop(t, e);
           else if (rc == BF_OK)
@@ -1404,6 +1495,11 @@ static int flush_all(bf_tree *t, bool drop) {
       }
       bf_unlatch_exclusive(&e->latch);
     }
+    /* The window's deferred writes, also after an error in it (they hold
+    ** latches). */
+    int wrc = flush_write_batch(t, writes, pending, drop);
+    pending = 0;
+    if (rc == BF_OK) rc = wrc;
     done = n;
   }
   bf_free_aligned(pages);
