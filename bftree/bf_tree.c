@@ -31,7 +31,11 @@
 **      validates the bottom inner node's version (bf_tree_latch_leaf).
 **   2. A thread holds at most one leaf latch while it may block, except a
 **      split, which also latches the new leaves it creates (unreachable
-**      until published, so uncontended).
+**      until published, so uncontended), and a checkpoint's flush_all,
+**      which holding the gate exclusive latches up to FLUSH_BATCH leaves in
+**      increasing id order (their page writes go out as one batch).  That
+**      is deadlock-free only because nobody else waits for a leaf latch
+**      while holding one: keep it so.
 **   3. Lock order: checkpoint gate -> leaf latch -> {structure mutex of
 **      bf_inner, mapping-table mutex, space mutex, buffer mutex}.  The last
 **      four are leaves of the order: nothing is acquired while holding them.
@@ -1482,7 +1486,18 @@ static int flush_all(bf_tree *t, bool drop) {
           fw->id = id;
           fw->w.buf = NULL;
           rc = leaf_merge(t, id, e, pre, &split, pages ? &fw->w : NULL);
-          if (rc == BF_OK && fw->w.buf) {
+          if (rc == BF_NOMEM && pending &&
+              atomic_load(&t->error) == BF_OK) {
+            /* The pending merges hold a page buffer each: write them, then
+            ** merge this leaf on its own.  A merge that failed without
+            ** putting the tree in error changed nothing that matters (at
+            ** most an unused mapping entry without a page). */
+            rc = flush_write_batch(t, writes, pending, drop);
+            pending = 0;
+            if (rc == BF_OK) rc = leaf_merge(t, id, e, pre, &split, NULL);
+            fw = NULL;
+          }
+          if (rc == BF_OK && fw && fw->w.buf) {
             pending++; /* latched until flush_write_batch */
             continue;
           }
@@ -1537,7 +1552,8 @@ static int image_add(void *ctx, uint32_t leaf_id, const uint8_t *low,
 /* Flush and write a checkpoint.  Caller holds the gate exclusive.
 ** closing: bf_close's last checkpoint: mini-pages are dropped as they are
 ** flushed and the buffer's memory is given back before the checkpoint
-** image is built (so closing never needs more memory than running). */
+** image is built (so closing does not need the image's memory on top of a
+** full buffer). */
 static int checkpoint_locked(bf_tree *t, bool closing) {
   struct bf_ckpt_image image;
   struct image_builder b = {t, &image, 0, NULL};
