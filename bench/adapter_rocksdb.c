@@ -32,9 +32,6 @@
 #include "ycsb.h"
 
 #include <rocksdb/c.h>
-#ifndef RK_IO_DEFAULT
-#define RK_IO_DEFAULT 0
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,14 +58,16 @@ static void rk_sizes(const ycsb_cfg *cfg, size_t *wb, size_t *cache) {
   *cache = (size_t)(cfg->cache_bytes - 2 * *wb);
 }
 
-/* BENCH_ROCKSDB_IO (experiments): "direct" (reads, flushes and
-** compactions), "reads" (direct reads only), "buffered".  Default below. */
+/* BENCH_ROCKSDB_IO (experiments): "buffered" (the default), "reads" (direct
+** reads only), "direct" (reads, flushes and compactions): 0, 1, 2. */
 static int rk_io_mode(void) {
   const char *v = getenv("BENCH_ROCKSDB_IO");
-  if (v && strcmp(v, "direct") == 0) return 2;
-  if (v && strcmp(v, "reads") == 0) return 1;
-  if (v && strcmp(v, "buffered") == 0) return 0;
-  return RK_IO_DEFAULT;
+  if (!v || !*v || strcmp(v, "buffered") == 0) return 0;
+  if (strcmp(v, "reads") == 0) return 1;
+  if (strcmp(v, "direct") == 0) return 2;
+  fprintf(stderr, "ycsb: rocksdb: BENCH_ROCKSDB_IO=%s is not buffered, reads "
+                  "or direct: using buffered\n", v);
+  return 0;
 }
 static const char *const rk_io_names[] = {
     "buffered I/O", "direct I/O for table reads (flushes and compactions buffered)",

@@ -518,13 +518,16 @@ static int merge_build_page(bf_tree *t, struct merge_state *m,
   return BF_OK;
 }
 
+/* Count one leaf page written (write_page, flush_write_batch). */
+static void count_page_write(bf_tree *t) {
+  BF_COUNT(t, leaf_writes, 1);
+  BF_COUNT(t, bytes_written, t->page_size);
+}
+
 static int write_page(bf_tree *t, uint8_t *buf, uint64_t pageno) {
   bf_leaf_seal(buf, t->page_size, pageno, 0);
   int rc = bf_io_write(t->io, buf, t->page_size, pageno * t->page_size);
-  if (rc == BF_OK) {
-    BF_COUNT(t, leaf_writes, 1);
-    BF_COUNT(t, bytes_written, t->page_size);
-  }
+  if (rc == BF_OK) count_page_write(t);
   return rc;
 }
 
@@ -1427,8 +1430,7 @@ static int flush_write_batch(bf_tree *t, struct flush_write *fw, uint32_t n,
     merge_write_done(t, e, fw[i].w.target, fw[i].w.moved, 1, wrc);
     bf_free_aligned(fw[i].w.buf);
     if (wrc == BF_OK) {
-      BF_COUNT(t, leaf_writes, 1);
-      BF_COUNT(t, bytes_written, t->page_size);
+      count_page_write(t);
       BF_COUNT(t, merges, 1);
       uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
       mini_mark_clean(t, mini);
