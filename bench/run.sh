@@ -38,6 +38,10 @@
 #   BENCH_DATA       data directory (build/bench-data; on the disk, not tmpfs)
 #   BENCH_RESULTS    output directory (bench/results)
 #   BENCH_NOCAP=1    do not try to cap memory (the output says so)
+#   BENCH_BFTREE_SCHEMA  main|temp: where the bftree SQL engines declare the
+#                    table (default: main with one client thread, each
+#                    connection's temp schema with several; see
+#                    bench/adapter_sqlite.c, THREADS)
 #   BENCH_THREADS    client threads of every workload run (1), each with its
 #                    own handle (SQL: its own connection)
 #   BENCH_THREAD_WORKLOADS  workloads run again at the main ratio with

@@ -1128,8 +1128,12 @@ static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   return BF_OK;
 }
 
-int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
-           size_t buffer_size, size_t *value_len) {
+/* The point lookup of bf_get and bf_prefetch.  A prefetch copies nothing
+** and caches what a miss read whatever the promotion rate says: the record,
+** or a phantom when the key is absent (best effort: no room, or a latch
+** that cannot be upgraded at once, caches nothing). */
+static int lookup(bf_tree *t, const void *key_in, size_t klen, void *buffer,
+                  size_t buffer_size, size_t *value_len, bool prefetch) {
   const uint8_t *key = key_in;
   uint32_t leaf_id;
   struct bf_leaf_entry *e;
@@ -1206,7 +1210,7 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
     if (prc == BF_OK) BF_COUNT(t, warm_fills, 1);
     if (prc == BF_RETRY) need_evict = true;
   } else if ((rc == BF_OK || rc == BF_NOTFOUND) &&
-             read_should_promote(t) && bf_try_upgrade(&e->latch)) {
+             (prefetch || read_should_promote(t)) && bf_try_upgrade(&e->latch)) {
     promoted_latch = true;
     if (mini_promote(t, leaf_id, e, key, (uint32_t)klen, r.value, r.value_len,
                      found) == BF_RETRY)
@@ -1219,6 +1223,17 @@ int bf_get(bf_tree *t, const void *key_in, size_t klen, void *buffer,
   bf_free_aligned(page);
   if (need_evict) bf_tree_evict(t, retry_class);
   return rc;
+}
+
+int bf_get(bf_tree *t, const void *key, size_t klen, void *buffer,
+           size_t buffer_size, size_t *value_len) {
+  return lookup(t, key, klen, buffer, buffer_size, value_len, false);
+}
+
+int bf_prefetch(bf_tree *t, const void *key, size_t klen) {
+  size_t value_len;
+  int rc = lookup(t, key, klen, NULL, 0, &value_len, true);
+  return rc == BF_NOTFOUND ? BF_OK : rc;
 }
 
 /* Whether a read miss may cache its whole leaf: only until the buffer's

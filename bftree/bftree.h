@@ -190,6 +190,17 @@ int bf_get(bf_tree *tree, const void *key, size_t key_len, void *buffer,
            size_t buffer_size, size_t *value_len);
 
 /*
+** Bring key into the buffer without copying it out: a lookup that caches
+** the record it reads from disk (or, when the key is absent, the fact that
+** it is absent) whatever the promotion rate.  For a caller about to look the
+** key up again while holding something it wants to hold briefly (the
+** SQLite module prefetches the keys of a write while it waits for the
+** table's writer lock).  Best effort: BF_OK whether or not the key exists
+** or anything was cached; errors as bf_get.
+*/
+int bf_prefetch(bf_tree *tree, const void *key, size_t key_len);
+
+/*
 ** Cursors.  A cursor iterates the keys of a range in ascending or descending
 ** order.  It holds no latch between calls: it copies one leaf's records at a
 ** time and re-seeks by key, so the same or other threads may write to the

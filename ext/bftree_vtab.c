@@ -47,8 +47,9 @@
 ** TRANSACTIONS.  Every write goes through an engine transaction (bf_txn),
 ** one per vtab (= per connection and table) while SQLite has the table in a
 ** write transaction:
-**   xBegin       take the tree's writer lock (bfx_shared.c; a second writer
-**                waits up to the connection's busy timeout, read with
+**   xBegin       note the write transaction (in_write); see LAZY LOCK.
+**   (first read  take the tree's writer lock (bfx_shared.c; a second writer
+**    or write)   waits up to the connection's busy timeout, read with
 **                PRAGMA busy_timeout when the lock is taken, then gets
 **                SQLITE_BUSY naming the table), bf_txn_begin.
 **   xUpdate      bf_txn_put / bf_txn_delete; look-ups (old row, conflicts)
@@ -74,6 +75,19 @@
 ** SQLite calls xSync, then commits the database file(s), then xCommit; it
 ** calls xRollback instead when anything fails, even after xSync.
 **
+** LAZY LOCK.  SQLite calls xBegin when a statement that writes the table
+** starts, before the statement reads anything.  The writer lock is taken
+** later, at the statement's first read of the table (xFilter) or first write
+** (xUpdate): nothing of the table is read in between, so the transaction
+** sees the same rows as if it had locked in xBegin.  What the delay buys:
+** when another connection holds the lock, xFilter knows the keys it is
+** about to look up and prefetches them (bf_prefetch: the records, or their
+** absence, cached in the buffer) before it waits, so concurrent writers do
+** their disk reads side by side and hold the lock only for work in memory.
+** (Where the table lives in a schema shared by connections, SQLite's own
+** write lock on that database serialises writers first; in a connection's
+** temp schema, declared over a shared data file, only this lock does.)
+**
 ** SHADOW TABLE "<table>_bftree" in the table's schema (created by xCreate,
 ** dropped by xDestroy, renamed by xRename, read-only to SQL in defensive
 ** mode through xShadowName), made by CREATE TABLE AS (so that changes() is
@@ -98,8 +112,11 @@
 **      before changing anything; a change of two engine writes (a key
 **      change) is bracketed by an engine mark and undone on failure, so a
 **      failing xUpdate leaves the transaction as it found it.
-**   2. txn != NULL iff the vtab holds the tree's writer lock (holds_lock),
-**      between a successful xBegin and xCommit/xRollback.
+**   2. Between a successful xBegin and xCommit/xRollback, tsh references
+**      the tree of the transaction txn (NULL only after a ROLLBACK TO that
+**      could not restart it); outside, tsh and txn are NULL.  holds_lock
+**      (the tree's writer lock is ours) implies tsh; txn holds writes, and
+**      anything was read through it, only while holds_lock (LAZY LOCK).
 **   3. marks[0..nmarks) are the engine marks of SQLite savepoint levels
 **      0..nmarks-1, strictly increasing.
 **   4. A cursor holds no engine latch between calls (bf_cursor copies).  A
@@ -472,8 +489,11 @@ typedef struct bfx_vtab {
                        ** and invariant 4) */
   /* Transaction state (see TRANSACTIONS and the invariants). */
   bf_txn *txn;         /* NULL when idle (or after a failed restart) */
+  bool in_write;       /* between xBegin and xCommit/xRollback: the lock
+                       ** is taken at the first read or write (LAZY LOCK) */
   bool holds_lock;     /* the writer lock of tsh is ours */
-  bfx_shared *tsh;     /* while holds_lock: the locked tree, referenced */
+  bfx_shared *tsh;     /* during a write transaction: its tree,
+                       ** referenced (invariant 2) */
   bool prepared;       /* invariant 5 */
   bool no_shadow;      /* the table has no shadow table (older version) */
   bool implicit_txn;   /* the transaction began in autocommit mode: it is
@@ -1299,6 +1319,16 @@ static bool in_bounds(const bfx_cursor *c, const uint8_t *k, size_t n) {
   return true;
 }
 
+static int txn_ensure_keys(bfx_vtab *vt, const bfx_key *keys, size_t nkeys);
+
+/* LAZY LOCK: a statement of a write transaction takes the table's writer
+** lock before its first read, prefetching its point keys keys[0..nkeys)
+** while another connection holds the lock. */
+static int filter_lock(bfx_vtab *vt, const bfx_key *keys, size_t nkeys) {
+  if (!vt->in_write || vt->holds_lock) return SQLITE_OK;
+  return txn_ensure_keys(vt, keys, nkeys);
+}
+
 /* Position on the current point (skipping absent keys) or EOF. */
 static int points_settle(bfx_cursor *c, bf_tree *tree) {
   bfx_vtab *vt = (bfx_vtab *)c->base.pVtab;
@@ -1402,6 +1432,12 @@ static int range_resume(bfx_cursor *c, bf_tree *tree) {
 static int advance(bfx_cursor *c, bf_tree *tree) {
   bfx_vtab *vt = (bfx_vtab *)c->base.pVtab;
   if (c->err != SQLITE_OK) return c->err;
+  /* A cursor filtered before this table's write transaction began reads
+  ** through the transaction now: under the lock (LAZY LOCK). */
+  if (c->mode == MODE_POINTS || (c->mode == MODE_RANGE && c->detached)) {
+    int rc = filter_lock(vt, NULL, 0);
+    if (rc != SQLITE_OK) return rc;
+  }
   if (c->mode == MODE_POINTS) {
     c->ipt++;
     return points_settle(c, tree);
@@ -1602,7 +1638,8 @@ static int bfxFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
     c->npts = m;
     c->ipt = 0;
     c->mode = MODE_POINTS;
-    rc = points_settle(c, tree);
+    rc = filter_lock(vt, c->pts, c->npts);
+    if (rc == SQLITE_OK) rc = points_settle(c, tree);
   } else if (c->has_lo && c->has_hi && c->lo_incl && c->hi_incl &&
              key_cmp(c->lo.k, c->lo.n, c->hi.k, c->hi.n) == 0) {
     /* key equality: one lookup */
@@ -1623,8 +1660,11 @@ static int bfxFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
     c->pts[0].n = c->lo.n;
     c->npts = 1;
     c->mode = MODE_POINTS;
-    rc = points_settle(c, tree);
+    rc = filter_lock(vt, c->pts, 1);
+    if (rc == SQLITE_OK) rc = points_settle(c, tree);
   } else {
+    rc = filter_lock(vt, NULL, 0);
+    if (rc != SQLITE_OK) goto done;
     /* Reuse the engine cursor only if it overlays the current transaction
     ** (or none, as now). */
     if (c->bc && (c->bc_stale || c->bc_txn != vt->txn)) {
@@ -1736,7 +1776,7 @@ static bool cursor_on(bfx_vtab *vt, const uint8_t *k, size_t n) {
   return false;
 }
 
-static int txn_ensure(bfx_vtab *vt);
+static int txn_ensure(bfx_vtab *vt) { return txn_ensure_keys(vt, NULL, 0); }
 
 static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
                      sqlite3_int64 *pRowid) {
@@ -1746,8 +1786,8 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
   int st;
   (void)pRowid;
   uint64_t gen = vt->write_gen++;
-  /* SQLite calls xBegin first; txn_ensure covers a transaction that a
-  ** failed ROLLBACK TO could not restart. */
+  /* The writer lock (LAZY LOCK), or a transaction that a failed ROLLBACK
+  ** TO could not restart. */
   int rc = txn_ensure(vt);
   if (rc != SQLITE_OK) return rc;
   if (vt->prepared) {
@@ -1936,33 +1976,69 @@ done:
 /* Drop the writer lock and the transaction state (txn already ended). */
 static void txn_end(bfx_vtab *vt) {
   if (vt->holds_lock) {
-    bfx_shared *sh = vt->tsh;
-    bfx_shared_writer_unlock(sh, vt);
-    vt->tsh = NULL;
+    bfx_shared_writer_unlock(vt->tsh, vt);
     vt->holds_lock = false;
     vt->conn->writers--;
-    bfx_shared_release(sh); /* the reference taken with the lock */
   }
+  if (vt->tsh) {
+    bfx_shared_release(vt->tsh); /* the reference taken by txn_open */
+    vt->tsh = NULL;
+  }
+  vt->in_write = false;
   vt->prepared = false;
   vt->nmarks = 0;
   keyset_clear(&vt->moved);
 }
 
 /*
-** Make sure vt holds the writer lock of its tree and has a transaction.
-** Waits for the lock up to the connection's busy timeout.  Returns
-** SQLITE_OK, SQLITE_BUSY (another connection writes the table), or another
-** SQLite code, with zErrMsg set.  On error a lock taken here is kept only
-** when a transaction exists to be ended by xCommit/xRollback; the caller
-** (xBegin) drops it otherwise.
+** xBegin's work: a transaction on the table's tree, without the writer lock
+** (LAZY LOCK).  The tree is referenced in tsh until txn_end, so the
+** transaction keeps writing the tree it began on.  Returns SQLITE_OK or an
+** SQLite code with zErrMsg set; on error nothing is held.
 */
-static int txn_ensure(bfx_vtab *vt) {
+static int txn_open(bfx_vtab *vt) {
   bf_tree *tree;
+  if (vt->tsh) return SQLITE_OK; /* open already */
   int rc = vt_tree(vt, &tree);
   if (rc != SQLITE_OK) return rc;
+  int st = bf_txn_begin(tree, &vt->txn);
+  if (st != BF_OK) {
+    vt->txn = NULL;
+    return vt_engine_error(vt, st, "begin");
+  }
+  vt->tsh = vt->entry->shared;
+  bfx_shared_ref(vt->tsh);
+  vt->in_write = true;
+  vt->implicit_txn = sqlite3_get_autocommit(vt->db) != 0;
+  vt->prepared = false;
+  vt->nmarks = 0;
+  keyset_clear(&vt->moved);
+  return SQLITE_OK;
+}
+
+/*
+** Make sure vt holds the writer lock of its transaction's tree and has a
+** transaction (after a ROLLBACK TO that could not restart it, it may not).
+** Waits for the lock up to the connection's busy timeout.  First prefetches
+** keys[0..nkeys) (the point keys the caller is about to read; at most
+** PREFETCH_MAX of them), so that its reads under the lock find them in
+** memory: a writer that waits does its disk reads while it waits.  Returns
+** SQLITE_OK, SQLITE_BUSY (another connection writes the table), or another
+** SQLite code, with zErrMsg set.  On error the transaction stays, to be
+** ended by xCommit/xRollback.
+*/
+#define PREFETCH_MAX 64
+static int txn_ensure_keys(bfx_vtab *vt, const bfx_key *keys, size_t nkeys) {
+  if (!vt->tsh) { /* no xBegin: SQLite always calls it first */
+    int rc = txn_open(vt);
+    if (rc != SQLITE_OK) return rc;
+  }
+  bfx_shared *sh = vt->tsh;
   if (!vt->holds_lock) {
-    bfx_shared *sh = vt->entry->shared;
     int waited = 0;
+    /* Best effort: an error here shows again in the locked read. */
+    for (size_t i = 0; i < nkeys && i < PREFETCH_MAX; i++)
+      if (bf_prefetch(sh->tree, keys[i].k, keys[i].n) != BF_OK) break;
     int st = bfx_shared_writer_lock(sh, vt, 0);
     if (st == BF_BUSY) {
       waited = busy_timeout_ms(vt->db);
@@ -1979,17 +2055,11 @@ static int txn_ensure(bfx_vtab *vt) {
                "the table to recover it", vt_name(vt));
       return bfx_sqlite_rc(st);
     }
-    bfx_shared_ref(sh);
-    vt->tsh = sh;
     vt->holds_lock = true;
     vt->conn->writers++;
-    vt->prepared = false;
-    vt->nmarks = 0;
-    keyset_clear(&vt->moved);
   }
   if (!vt->txn) {
-    vt->implicit_txn = sqlite3_get_autocommit(vt->db) != 0;
-    int st = bf_txn_begin(vt->tsh->tree, &vt->txn);
+    int st = bf_txn_begin(sh->tree, &vt->txn);
     if (st != BF_OK) {
       vt->txn = NULL;
       return vt_engine_error(vt, st, "begin");
@@ -2012,10 +2082,9 @@ static void txn_discard(bfx_vtab *vt) {
 static int bfxBegin(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
   vt->write_gen++; /* a held row copy is no longer current */
-  int rc = txn_ensure(vt);
-  /* On error SQLite calls neither xCommit nor xRollback. */
-  if (rc != SQLITE_OK) txn_discard(vt);
-  return rc;
+  /* The lock waits for the first read or write (LAZY LOCK).  On error
+  ** SQLite calls neither xCommit nor xRollback: txn_open holds nothing. */
+  return txn_open(vt);
 }
 
 /* Write commit id `id` into the shadow table, inside the database

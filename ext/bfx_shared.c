@@ -23,8 +23,9 @@
 **   4. The engine keeps its write-ahead log beside the data file, at the
 **      data file's path + "-wal": drop and rename treat the two together.
 **   5. Writer lock: writer != NULL exactly while one SQL transaction of this
-**      process is writing the tree (bftree_vtab.c takes it in xBegin and
-**      drops it after xCommit/xRollback).  Waiters sleep on wcond with a
+**      process is writing the tree (bftree_vtab.c takes it at a write
+**      transaction's first read or write of the table and drops it after
+**      xCommit/xRollback).  Waiters sleep on wcond with a
 **      deadline on CLOCK_MONOTONIC; unlock signals one waiter.  The lock
 **      lives as long as the entry (refs > 0), and nobody holds it when the
 **      last reference goes (a holder owns a reference).

@@ -26,6 +26,10 @@
 **               COMMIT returns every row once, in order (both directions).
 **   threads     two threads commit transactions on one table and a native
 **               table (WAL mode): counts and a shared counter agree.
+**   tempshare   four threads, each with a connection that declares the
+**               table in its temp schema over one shared data file, add to
+**               counters (autocommit and two-statement transactions): no
+**               update is lost, and the rows outlive the declarations.
 **   rowcopy     UPDATE takes the old row from the point lookup SQLite just
 **               made only while nothing else changed the table: a SELECT
 **               held open on the row does not feed two later UPDATEs a stale
@@ -395,6 +399,86 @@ static void test_threads(void) {
   sqlite3_close(a);
 }
 
+/* tempshare: connections that each declare the table in their own temp
+** schema over one data file (so SQLite's database write lock does not
+** order them, only the module's writer lock does).  Every worker adds 1 to
+** counters by key, as autocommit statements and as two-statement
+** transactions; a lost update (a read outside the writer lock) shows as a
+** short total. */
+#define SHARE_KEYS 4
+#define SHARE_THREADS 4
+#define SHARE_ROUNDS 300
+
+static sqlite3 *open_shared_counters(void) {
+  sqlite3 *db = NULL;
+  char sql[4400];
+  if (sqlite3_open(":memory:", &db) != SQLITE_OK) exit(2);
+  sqlite3_enable_load_extension(db, 1);
+  if (sqlite3_load_extension(db, so_path, NULL, NULL) != SQLITE_OK) exit(2);
+  sqlite3_busy_timeout(db, 20000);
+  snprintf(sql, sizeof sql,
+           "CREATE VIRTUAL TABLE temp.c USING bftree(k INTEGER PRIMARY KEY, v INTEGER, "
+           "synchronous=off, file='%s/counters.bft')", dir);
+  must(db, sql);
+  return db;
+}
+
+static void *share_main(void *arg) {
+  struct worker *w = arg;
+  sqlite3 *db = open_shared_counters();
+  char sql[256];
+  w->rc = SQLITE_OK;
+  for (int i = 0; i < w->n && w->rc == SQLITE_OK; i++) {
+    int k = (i + w->id) % SHARE_KEYS;
+    if (i % 3 == 2)
+      snprintf(sql, sizeof sql,
+               "BEGIN; UPDATE c SET v = v + 1 WHERE k = %d;"
+               "UPDATE c SET v = v + 1 WHERE k = %d; COMMIT",
+               k, (k + 1) % SHARE_KEYS);
+    else
+      snprintf(sql, sizeof sql, "UPDATE c SET v = v + 1 WHERE k = %d", k);
+    char *err = NULL;
+    w->rc = run(db, sql, &err);
+    if (w->rc != SQLITE_OK) {
+      snprintf(w->err, sizeof w->err, "%s", err ? err : "?");
+      run(db, "ROLLBACK", NULL);
+    }
+    sqlite3_free(err);
+  }
+  sqlite3_close(db);
+  return NULL;
+}
+
+static void test_tempshare(void) {
+  sqlite3 *a = open_shared_counters();
+  for (int k = 0; k < SHARE_KEYS; k++) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "INSERT INTO c VALUES(%d, 0)", k);
+    must(a, sql);
+  }
+  pthread_t th[SHARE_THREADS];
+  struct worker w[SHARE_THREADS];
+  for (int i = 0; i < SHARE_THREADS; i++) {
+    w[i] = (struct worker){.id = i, .n = SHARE_ROUNDS};
+    pthread_create(&th[i], NULL, share_main, &w[i]);
+  }
+  for (int i = 0; i < SHARE_THREADS; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < SHARE_THREADS; i++)
+    check(w[i].rc == SQLITE_OK, "tempshare: worker %d: rc %d %s", i, w[i].rc, w[i].err);
+  /* per worker: SHARE_ROUNDS statements, a third of them adding twice */
+  long long expect = 0;
+  for (int i = 0; i < SHARE_ROUNDS; i++) expect += i % 3 == 2 ? 2 : 1;
+  expect *= SHARE_THREADS;
+  check(q_int(a, "SELECT sum(v) FROM c") == expect, "tempshare: total %lld, want %lld",
+        q_int(a, "SELECT sum(v) FROM c"), expect);
+  sqlite3_close(a);
+  /* the data outlives every declaration: a new connection declares it again */
+  a = open_shared_counters();
+  check(q_int(a, "SELECT sum(v) FROM c") == expect, "tempshare: total after reopen");
+  check(q_int(a, "SELECT count(*) FROM c") == SHARE_KEYS, "tempshare: rows after reopen");
+  sqlite3_close(a);
+}
+
 /* del_self(k): deletes row k of table rc, returns k * 10. */
 static void del_self(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
@@ -462,6 +546,7 @@ int main(int argc, char **argv) {
   test_busy_commit();
   test_cursor();
   test_threads();
+  test_tempshare();
   test_rowcopy();
   char cmd[4200];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -3,7 +3,7 @@
 ** public API: put/get/delete, overwrite, limits, empty and tiny keys,
 ** splits, eviction with merges, scans in both directions with every bound
 ** kind, reopen, warm fill of an empty buffer and the shrinking of its full
-** pages, bad options, a foreign file, a locked file, corrupt pages.
+** pages, prefetch, bad options, a foreign file, a locked file, corrupt pages.
 */
 #include "test_util.h"
 
@@ -428,6 +428,72 @@ static void test_warm_fill(void **state) {
   }
 }
 
+/* bf_prefetch: a lookup that caches what it read (the record, or a phantom
+** for an absent key) and copies nothing; the next bf_get of the key reads
+** no leaf.  Errors as bf_get's. */
+static void test_prefetch(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[64], got[64], big[600];
+  size_t klen, vlen;
+  const uint32_t n = 2000;
+  f->opts.buffer_size = 2u << 20;
+  f->opts.warm_fill = false; /* misses cache single records */
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i += 2) { /* even keys only */
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 0, v)), BF_OK);
+  }
+  reopen(f); /* an empty buffer */
+  bf_stats s0, s1, s2;
+  for (uint32_t i = 100; i < 140; i++) {
+    key_of(i, k, &klen);
+    bf_stats_get(f->tree, &s0);
+    assert_int_equal(bf_prefetch(f->tree, k, klen), BF_OK); /* present or not */
+    bf_stats_get(f->tree, &s1);
+    assert_int_equal(s1.leaf_reads - s0.leaf_reads, 1);
+    if (i % 2 == 0)
+      assert_int_equal(s1.record_promotions - s0.record_promotions, 1);
+    else
+      assert_int_equal(s1.phantoms - s0.phantoms, 1);
+    int rc = bf_get(f->tree, k, klen, got, sizeof got, &vlen);
+    bf_stats_get(f->tree, &s2);
+    assert_int_equal(s2.leaf_reads, s1.leaf_reads); /* answered from memory */
+    assert_int_equal(s2.cache_hits - s1.cache_hits, 1);
+    if (i % 2 == 0) {
+      assert_int_equal(rc, BF_OK);
+      assert_int_equal(vlen, warm_value(i, 0, v));
+      assert_memory_equal(got, v, vlen);
+    } else {
+      assert_int_equal(rc, BF_NOTFOUND);
+    }
+    /* a second prefetch finds it in memory */
+    assert_int_equal(bf_prefetch(f->tree, k, klen), BF_OK);
+    bf_stats_get(f->tree, &s0);
+    assert_int_equal(s0.leaf_reads, s2.leaf_reads);
+  }
+  /* writes over prefetched records and phantoms */
+  for (uint32_t i = 100; i < 140; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 1, v)), BF_OK);
+  }
+  reopen(f);
+  for (uint32_t i = 90; i < 150; i++) {
+    key_of(i, k, &klen);
+    int rc = bf_get(f->tree, k, klen, got, sizeof got, &vlen);
+    if (i >= 100 && i < 140) {
+      assert_int_equal(rc, BF_OK);
+      assert_int_equal(vlen, warm_value(i, 1, v));
+      assert_memory_equal(got, v, vlen);
+    } else {
+      assert_int_equal(rc, i % 2 == 0 ? BF_OK : BF_NOTFOUND);
+    }
+  }
+  memset(big, 'x', sizeof big);
+  assert_int_equal(bf_prefetch(f->tree, big, sizeof big), BF_TOOBIG);
+  assert_int_equal(bf_prefetch(f->tree, NULL, 3), BF_INVALID);
+  check_ok(f->tree);
+}
+
 /* Key i holds the value of this version, or is absent (version 0). */
 static void check_version(bf_tree *t, uint32_t i, uint32_t version) {
   char k[32], v[64], got[64];
@@ -629,6 +695,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_readahead_in_place, setup, teardown),
       cmocka_unit_test_setup_teardown(test_warm_fill, setup, teardown),
       cmocka_unit_test_setup_teardown(test_warm_shrink, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_read_ahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
