@@ -2,9 +2,9 @@
 #
 #   make            build libbftree.a and bftree.so (installs missing packages)
 #   make test       build and run every test (unit, SQL, differential)
-#   make asan       the test suite under AddressSanitizer + UBSan
-#   make ubsan      the test suite under UndefinedBehaviorSanitizer alone
-#   make tsan       the concurrency tests under ThreadSanitizer
+#   make asan       the unit and SQL tests under AddressSanitizer + UBSan
+#   make ubsan      the unit and SQL tests under UndefinedBehaviorSanitizer
+#   make tsan       the unit and SQL tests under ThreadSanitizer
 #   make demo       the main job: build, then a demo in the sqlite3 shell
 #   make bench      benchmarks against other engines (bench/bench.mk)
 #   make bench-engine  the engine alone (BENCH_ARGS="--keys N ...")
@@ -114,17 +114,21 @@ test: deps
 	@$(MAKE) --no-print-directory VARIANT=rel bftree.so
 	@if [ -x sql_tests/run.sh ]; then sql_tests/run.sh; fi
 
+# The sanitizer targets run the unit tests, then the SQL tests against the
+# sanitized module (sqltest-variant in ext/ext.mk).
 asan: deps
 	@BF_TEST_SCALE=$${BF_TEST_SCALE:-25} ASAN_OPTIONS=detect_leaks=1 \
-	  $(MAKE) --no-print-directory VARIANT=asan unit
+	  $(MAKE) --no-print-directory VARIANT=asan unit sqltest-variant
 
 ubsan: deps
-	@BF_TEST_SCALE=$${BF_TEST_SCALE:-50} $(MAKE) --no-print-directory VARIANT=ubsan unit
+	@BF_TEST_SCALE=$${BF_TEST_SCALE:-50} UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MAKE) --no-print-directory VARIANT=ubsan unit sqltest-variant
 
-# ThreadSanitizer: every unit test (the concurrent ones are what matter).
+# ThreadSanitizer: every unit test (the concurrent ones are what matter) and
+# the SQL tests (twoconn's threads share tables, files and locks).
 tsan: deps
 	@BF_TEST_SCALE=$${BF_TEST_SCALE:-10} TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-	  $(MAKE) --no-print-directory VARIANT=tsan unit
+	  $(MAKE) --no-print-directory VARIANT=tsan unit sqltest-variant
 
 demo: all
 	@scripts/demo.sh

@@ -380,7 +380,7 @@ static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *nam
              (unsigned long long)(sq_cache_bytes(cfg) / 1024));
     if (sq_exec(h, sql)) goto fail_quiet;
   }
-  if (bftree && bftree_in_temp(cfg)) { /* see THREADS */
+  if (bftree && !create && bftree_in_temp(cfg)) { /* see THREADS */
     const char *kt = h->intkey ? "INTEGER" : "BLOB";
     snprintf(sql, sizeof sql,
              "CREATE VIRTUAL TABLE temp.t USING bftree(k %s PRIMARY KEY, v BLOB, "

@@ -84,6 +84,10 @@
 ** about to look up and prefetches them (bf_prefetch: the records, or their
 ** absence, cached in the buffer) before it waits, so concurrent writers do
 ** their disk reads side by side and hold the lock only for work in memory.
+** A read-only statement of the transaction (a SELECT) takes no lock while
+** the transaction has none: it has written nothing, so it reads what any
+** reader reads, and a SELECT after a write that got SQLITE_BUSY is not
+** blocked in turn.
 ** (Where the table lives in a schema shared by connections, SQLite's own
 ** write lock on that database serialises writers first; in a connection's
 ** temp schema, declared over a shared data file, only this lock does.)
@@ -116,7 +120,8 @@
 **      the tree of the transaction txn (NULL only after a ROLLBACK TO that
 **      could not restart it); outside, tsh and txn are NULL.  holds_lock
 **      (the tree's writer lock is ours) implies tsh; txn holds writes, and
-**      anything was read through it, only while holds_lock (LAZY LOCK).
+**      a statement that may write has read through it, only while
+**      holds_lock (LAZY LOCK).
 **   3. marks[0..nmarks) are the engine marks of SQLite savepoint levels
 **      0..nmarks-1, strictly increasing.
 **   4. A cursor holds no engine latch between calls (bf_cursor copies).  A
@@ -138,6 +143,7 @@ SQLITE_EXTENSION_INIT1
 #include "bfx_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -781,9 +787,12 @@ static int vt_init(sqlite3 *db, void *pAux, int argc, const char *const *argv,
       }
       free(em);
     }
-    /* Two tables of one connection never share a data file. */
+    /* Two persistent tables never share a data file (their commit ids
+    ** would mix).  A temp declaration over a persistent table's file is the
+    ** way to many writers (README-sql.md); it commits with id 0. */
     for (bfx_entry *o = conn->entries; create && o; o = o->next) {
-      if (o != e && o->shared == e->shared) {
+      if (o != e && o->shared == e->shared && strcmp(o->zDb, "temp") != 0 &&
+          strcmp(e->zDb, "temp") != 0) {
         *pzErr = sqlite3_mprintf("bftree: data file %s is already used by "
                                  "table %s.%s", e->path ? e->path : "?",
                                  o->zDb, o->zName);
@@ -887,7 +896,8 @@ static int bfxDisconnect(sqlite3_vtab *tab) {
 static int bfxDestroy(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
   bfx_entry *e = vt->entry;
-  txn_discard(vt);
+  /* The transaction is discarded by vt_free, once the table is gone: a drop
+  ** that fails leaves it, and its lock, as they were. */
   if (!e->temporary) {
     char *err = NULL;
     int rc = exec_sql(vt->db,
@@ -1321,11 +1331,24 @@ static bool in_bounds(const bfx_cursor *c, const uint8_t *k, size_t n) {
 
 static int txn_ensure_keys(bfx_vtab *vt, const bfx_key *keys, size_t nkeys);
 
+/* Whether a statement that may write is running on the connection.  A
+** read-only statement (a SELECT) inside a write transaction that has not
+** yet taken the lock reads what a reader would: the transaction has no
+** writes yet, and a statement that changes nothing cannot lose an update. */
+static bool writing_statement_running(sqlite3 *db) {
+  for (sqlite3_stmt *s = sqlite3_next_stmt(db, NULL); s;
+       s = sqlite3_next_stmt(db, s))
+    if (sqlite3_stmt_busy(s) && !sqlite3_stmt_readonly(s)) return true;
+  return false;
+}
+
 /* LAZY LOCK: a statement of a write transaction takes the table's writer
 ** lock before its first read, prefetching its point keys keys[0..nkeys)
-** while another connection holds the lock. */
+** first.  A read-only statement does not: a SELECT inside a transaction
+** whose write found the lock busy is not blocked by the other writer. */
 static int filter_lock(bfx_vtab *vt, const bfx_key *keys, size_t nkeys) {
   if (!vt->in_write || vt->holds_lock) return SQLITE_OK;
+  if (!writing_statement_running(vt->db)) return SQLITE_OK;
   return txn_ensure_keys(vt, keys, nkeys);
 }
 
@@ -2039,10 +2062,21 @@ static int txn_ensure_keys(bfx_vtab *vt, const bfx_key *keys, size_t nkeys) {
     /* Best effort: an error here shows again in the locked read. */
     for (size_t i = 0; i < nkeys && i < PREFETCH_MAX; i++)
       if (bf_prefetch(sh->tree, keys[i].k, keys[i].n) != BF_OK) break;
-    int st = bfx_shared_writer_lock(sh, vt, 0);
+    int st = bfx_shared_writer_lock(sh, vt, vt->conn, 0);
     if (st == BF_BUSY) {
       waited = busy_timeout_ms(vt->db);
-      if (waited > 0) st = bfx_shared_writer_lock(sh, vt, waited);
+      if (waited > 0) st = bfx_shared_writer_lock(sh, vt, vt->conn, waited);
+    }
+    if (st == BF_INVALID) {
+      /* Another table of this connection over the same data file (the
+      ** database attached twice, or a temp declaration over the file of a
+      ** persistent table) is writing it: waiting would wait for itself. */
+      const bfx_entry *o = vt->conn->entries;
+      while (o && (o == vt->entry || o->shared != sh)) o = o->next;
+      vt_error(vt, "bftree: table %s cannot be written: table %s.%s of this "
+               "connection, over the same data file, is writing it in this "
+               "transaction", vt_name(vt), o ? o->zDb : "?", o ? o->zName : "?");
+      return SQLITE_ERROR;
     }
     if (st == BF_BUSY) {
       vt_error(vt, "bftree: table %s is locked: another connection is writing "
@@ -2145,9 +2179,13 @@ static int bfxSync(sqlite3_vtab *tab) {
   ** With no other bftree table of this connection in a write transaction,
   ** the engine's own commit is then atomic, and id 0 makes recovery replay
   ** it whatever the shadow row says; skipping the row saves a database
-  ** page (4 KiB in the database's log) per commit. */
+  ** page (4 KiB in the database's log) per commit.  A table in the temp
+  ** schema commits with id 0 too: its shadow row does not outlive the
+  ** connection, so no recovery reads it, and an id of its own could make
+  ** a persistent declaration of the same file skip the transaction. */
   uint64_t id = 0; /* no database number */
   if (!vt->entry->temporary && !vt->no_shadow &&
+      strcmp(vt->entry->zDb, "temp") != 0 &&
       !(vt->implicit_txn && vt->conn->writers == 1)) {
     id = bf_last_commit_id(sh->tree);
     if (sh->commit_floor > id) id = sh->commit_floor;
@@ -2317,7 +2355,13 @@ __declspec(dllexport)
 #endif
 int sqlite3_bftree_init(sqlite3 *db, char **pzErrMsg,
                         const sqlite3_api_routines *pApi) {
-  SQLITE_EXTENSION_INIT2(pApi);
+  /* SQLITE_EXTENSION_INIT2, written once: every load in a process passes
+  ** the same routines, and connections on other threads read sqlite3_api
+  ** meanwhile (rewriting it would be a data race, if a harmless one). */
+  static pthread_mutex_t api_mutex = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&api_mutex);
+  if (sqlite3_api != pApi) sqlite3_api = pApi;
+  pthread_mutex_unlock(&api_mutex);
   if (sqlite3_libversion_number() < 3038000) {
     *pzErrMsg = sqlite3_mprintf("bftree needs SQLite 3.38.0 or later (this is "
                                 "%s)", sqlite3_libversion());

@@ -43,6 +43,7 @@ typedef struct bfx_shared {
   pthread_mutex_t wmutex;
   pthread_cond_t wcond;
   const void *writer;   /* the holder's token, NULL when free */
+  const void *writer_group; /* the holder's group (its connection) */
   bool poisoned;        /* a prepared transaction could not be aborted: the
                         ** log may still hold it; writes are refused until
                         ** the tree is reopened */
@@ -83,12 +84,15 @@ int bfx_shared_release(bfx_shared *s);
 
 /*
 ** The writer lock of s for owner (any non-NULL token; the lock is not
-** recursive: a holder asking again waits like anyone else).  Waits up to
+** recursive) of group (the owner's connection: its owners run on one
+** thread at a time, so one of them never waits for another).  Waits up to
 ** timeout_ms milliseconds (0: do not wait).  Returns BF_OK (held), BF_BUSY
-** (timed out), or BF_READONLY when s is poisoned (the lock is not taken).
-** Each BF_OK is paired with one bfx_shared_writer_unlock().
+** (timed out), BF_INVALID at once when an owner of the same group holds it,
+** or BF_READONLY when s is poisoned (the lock is not taken).  Each BF_OK is
+** paired with one bfx_shared_writer_unlock().
 */
-int bfx_shared_writer_lock(bfx_shared *s, const void *owner, int timeout_ms);
+int bfx_shared_writer_lock(bfx_shared *s, const void *owner, const void *group,
+                           int timeout_ms);
 void bfx_shared_writer_unlock(bfx_shared *s, const void *owner);
 /* Mark s poisoned (see the field); the caller holds the writer lock. */
 void bfx_shared_poison(bfx_shared *s);

@@ -25,7 +25,9 @@
 **   5. Writer lock: writer != NULL exactly while one SQL transaction of this
 **      process is writing the tree (bftree_vtab.c takes it at a write
 **      transaction's first read or write of the table and drops it after
-**      xCommit/xRollback).  Waiters sleep on wcond with a
+**      xCommit/xRollback); writer_group is then the holder's connection,
+**      and another table of that connection over the same file is refused
+**      at once instead of waiting for itself.  Waiters sleep on wcond with a
 **      deadline on CLOCK_MONOTONIC; unlock signals one waiter.  The lock
 **      lives as long as the entry (refs > 0), and nobody holds it when the
 **      last reference goes (a holder owns a reference).
@@ -312,7 +314,8 @@ bool bfx_shared_stale(bfx_shared *s, const char *path) {
 
 /* ------------------------------------------------------------ writer lock */
 
-int bfx_shared_writer_lock(bfx_shared *s, const void *owner, int timeout_ms) {
+int bfx_shared_writer_lock(bfx_shared *s, const void *owner, const void *group,
+                           int timeout_ms) {
   struct timespec deadline;
   int rc = BF_OK;
   if (timeout_ms > 0) {
@@ -332,6 +335,11 @@ int bfx_shared_writer_lock(bfx_shared *s, const void *owner, int timeout_ms) {
     }
     if (!s->writer) {
       s->writer = owner; /* invariant 5 */
+      s->writer_group = group;
+      break;
+    }
+    if (s->writer_group == group) { /* it would wait for its own group */
+      rc = BF_INVALID;
       break;
     }
     if (timeout_ms <= 0) {
@@ -352,6 +360,7 @@ void bfx_shared_writer_unlock(bfx_shared *s, const void *owner) {
   pthread_mutex_lock(&s->wmutex);
   if (s->writer == owner) {
     s->writer = NULL;
+    s->writer_group = NULL;
     pthread_cond_signal(&s->wcond);
   }
   pthread_mutex_unlock(&s->wmutex);

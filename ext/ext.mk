@@ -13,14 +13,33 @@
 # `make test` runs sql_tests/run.sh after the unit tests; the prerequisite
 # below builds the C test programs before that.
 
-.PHONY: sqltest difftest difftest-build crash install-ext uninstall-ext
+.PHONY: sqltest sqltest-variant difftest difftest-build crash install-ext uninstall-ext
 
 DIFFTEST = build/rel/sql_tests/difftest
-SQL_CTESTS = $(DIFFTEST) build/rel/sql_tests/twoconn build/rel/sql_tests/crashtest
+SQL_CTEST_NAMES = difftest twoconn crashtest
+SQL_CTESTS = $(patsubst %,build/rel/sql_tests/%,$(SQL_CTEST_NAMES))
 
-build/rel/sql_tests/%: sql_tests/%.c
+$(B)/sql_tests/%: sql_tests/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(OPT) -pthread -o $@ $< $(SQLITE_LIBS)
+	$(CC) $(CSTD) $(WARN) $(VFLAGS) -pthread -o $@ $< $(LDFLAGS_ALL) $(SQLITE_LIBS)
+
+# The SQL tests against a sanitizer variant's module (make asan, ubsan,
+# tsan run this with VARIANT set): the module and the C test programs are
+# built with the sanitizer; the sqlite3 shell is not, so the sanitizer's
+# runtime is preloaded into it (SAN_PRELOAD), ASan's and TSan's having to
+# come first.  Leak detection stays on for the C test programs, which close
+# everything they open, and is off in the shell, whose own allocations at
+# exit are not ours to judge.
+SAN_RUNTIME_asan = libasan.so
+SAN_RUNTIME_tsan = libtsan.so
+SAN_PRELOAD = $(if $(SAN_RUNTIME_$(VARIANT)),$(shell $(CC) -print-file-name=$(SAN_RUNTIME_$(VARIANT))))
+
+$(B)/bftree.so: $(ENGINE_OBJ) $(EXT_OBJ)
+	$(CC) -shared $(LDFLAGS_ALL) -o $@ $(EXT_OBJ) $(ENGINE_OBJ) $(LIBS)
+
+sqltest-variant: $(B)/bftree.so $(patsubst %,$(B)/sql_tests/%,$(SQL_CTEST_NAMES))
+	@BFTREE_SO=$(B)/bftree.so SQL_TEST_BIN=$(B)/sql_tests \
+	  SQL_TEST_PRELOAD="$(SAN_PRELOAD)" sql_tests/run.sh
 
 difftest-build: deps
 	@$(MAKE) --no-print-directory VARIANT=rel bftree.so $(SQL_CTESTS)
