@@ -95,6 +95,13 @@ static double sq_now(void) {
 ** against 35 ms).  bftree connections keep busy_timeout: the module reads
 ** it (PRAGMA busy_timeout) for its own writer lock, and SQLite's lock does
 ** not come into their runs with threads (see THREADS). */
+/* Whether native connections use sq_busy_retry (default) or SQLite's
+** busy_timeout (BENCH_SQLITE_BUSY=timeout, to compare the two). */
+static bool native_busy_retry(void) {
+  const char *env = getenv("BENCH_SQLITE_BUSY");
+  return !(env && strcmp(env, "timeout") == 0);
+}
+
 static int sq_busy_retry(void *arg, int count) {
   sq *h = arg;
   if (count == 0) h->busy_since = sq_now();
@@ -369,7 +376,7 @@ static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *nam
     }
   }
   /* other clients' connections write too: wait for their locks */
-  if (bftree)
+  if (bftree || !native_busy_retry())
     sqlite3_busy_timeout(h->db, SQ_BUSY_MS); /* the module waits this long */
   else
     sqlite3_busy_handler(h->db, sq_busy_retry, h);
@@ -443,7 +450,9 @@ static void describe(const ycsb_cfg *cfg, char *buf, size_t n, bool bftree) {
     snprintf(conns, sizeof conns, " %s; %d connections, one per client thread, "
              "%s", bftree ? "shared by all connections" : "per connection",
              cfg->threads,
-             !bftree ? "busy handler retrying at once for up to 10000 ms"
+             !bftree ? (native_busy_retry()
+                            ? "busy handler retrying at once for up to 10000 ms"
+                            : "busy_timeout 10000 ms")
              : bftree_in_temp(cfg) ? "each declaring the table in its temp schema "
                                      "over the shared data file, busy_timeout 10000 ms"
                                    : "table in the main schema, busy_timeout 10000 ms");

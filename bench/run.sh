@@ -42,6 +42,9 @@
 #                    table (default: main with one client thread, each
 #                    connection's temp schema with several; see
 #                    bench/adapter_sqlite.c, THREADS)
+#   BENCH_SQLITE_BUSY  retry|timeout: how native SQLite connections wait for
+#                    each other's locks (default retry: a busy handler that
+#                    yields, then sleeps 50 us; timeout: SQLite's busy_timeout)
 #   BENCH_THREADS    client threads of every workload run (1), each with its
 #                    own handle (SQL: its own connection)
 #   BENCH_THREAD_WORKLOADS  workloads run again at the main ratio with

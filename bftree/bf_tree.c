@@ -1131,7 +1131,9 @@ static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
 /* The point lookup of bf_get and bf_prefetch.  A prefetch copies nothing
 ** and caches what a miss read whatever the promotion rate says: the record,
 ** or a phantom when the key is absent (best effort: no room, or a latch
-** that cannot be upgraded at once, caches nothing). */
+** that cannot be upgraded at once, caches nothing).  A prefetch counts a
+** miss when it reads the leaf and no hit when it does not: the caller's
+** read after it counts that. */
 static int lookup(bf_tree *t, const void *key_in, size_t klen, void *buffer,
                   size_t buffer_size, size_t *value_len, bool prefetch) {
   const uint8_t *key = key_in;
@@ -1165,7 +1167,7 @@ static int lookup(bf_tree *t, const void *key_in, size_t klen, void *buffer,
         }
         if (!r.referenced) bf_node_mark_referenced(node, idx);
       }
-      BF_COUNT(t, cache_hits, 1);
+      if (!prefetch) BF_COUNT(t, cache_hits, 1); /* the read after it counts */
       if (bf_buf_in_second_chance(t->buf, mini) && relocation_due(t, mini) &&
           bf_try_upgrade(&e->latch)) {
         mini_relocate(t, leaf_id, e);

@@ -196,7 +196,9 @@ int bf_get(bf_tree *tree, const void *key, size_t key_len, void *buffer,
 ** key up again while holding something it wants to hold briefly (the
 ** SQLite module prefetches the keys of a write while it waits for the
 ** table's writer lock).  Best effort: BF_OK whether or not the key exists
-** or anything was cached; errors as bf_get.
+** or anything was cached; errors as bf_get.  Statistics: a prefetch that
+** reads the leaf counts a cache miss; one that finds the key in the buffer
+** counts nothing (the lookup that follows counts the hit).
 */
 int bf_prefetch(bf_tree *tree, const void *key, size_t key_len);
 

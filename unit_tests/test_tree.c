@@ -451,6 +451,7 @@ static void test_prefetch(void **state) {
     assert_int_equal(bf_prefetch(f->tree, k, klen), BF_OK); /* present or not */
     bf_stats_get(f->tree, &s1);
     assert_int_equal(s1.leaf_reads - s0.leaf_reads, 1);
+    assert_int_equal(s1.cache_misses - s0.cache_misses, 1);
     if (i % 2 == 0)
       assert_int_equal(s1.record_promotions - s0.record_promotions, 1);
     else
@@ -466,10 +467,13 @@ static void test_prefetch(void **state) {
     } else {
       assert_int_equal(rc, BF_NOTFOUND);
     }
-    /* a second prefetch finds it in memory */
+    /* a second prefetch finds it in memory, and counts neither a hit nor
+    ** a miss (the read after it does) */
     assert_int_equal(bf_prefetch(f->tree, k, klen), BF_OK);
     bf_stats_get(f->tree, &s0);
     assert_int_equal(s0.leaf_reads, s2.leaf_reads);
+    assert_int_equal(s0.cache_hits, s2.cache_hits);
+    assert_int_equal(s0.cache_misses, s2.cache_misses);
   }
   /* writes over prefetched records and phantoms */
   for (uint32_t i = 100; i < 140; i++) {
