@@ -148,7 +148,7 @@ void bf_ckpt_image_free(struct bf_ckpt_image *image) {
     for (uint64_t i = 0; i < image->leaf_count; i++) bf_free(image->leaves[i].low);
     bf_free(image->leaves);
   }
-  free(image->serial);
+  bf_big_free(image->serial, image->serial_cap);
   image->leaves = NULL;
   image->serial = NULL;
   image->serial_len = image->serial_cap = 0;
@@ -262,7 +262,7 @@ static int bytes_reserve(struct bytes *b, size_t n) {
   if (b->len + n <= b->cap) return BF_OK;
   size_t cap = b->cap ? b->cap : 4096;
   while (cap < b->len + n) cap *= 2;
-  uint8_t *p = realloc(b->data, cap);
+  uint8_t *p = bf_big_realloc(b->data, b->cap, cap);
   if (!p) return BF_NOMEM;
   b->data = p;
   b->cap = cap;
@@ -426,7 +426,7 @@ out_return_meta:
   pthread_mutex_unlock(&s->lock);
 out:
   bf_free_aligned(page);
-  free(b.data);
+  bf_big_free(b.data, b.cap);
   free(meta.pages);
   return rc;
 }
@@ -558,6 +558,6 @@ int bf_ckpt_load(struct bf_io *io, struct bf_ckpt_image *image,
   }
   bf_space_destroy(s);
   bf_free_aligned(page);
-  free(b.data);
+  bf_big_free(b.data, b.cap);
   return rc;
 }

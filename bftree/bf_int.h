@@ -142,6 +142,19 @@ void bf_free(void *p);
 /* Return free heap memory to the system (glibc malloc_trim; else nothing). */
 void bf_release_free_memory(void);
 
+/* Large transient blocks (a checkpoint's leaf image and leaf ids, the
+** flush batch): mapped and unmapped directly, page-aligned, so that their
+** memory goes back to the system when freed.  Left to malloc, glibc maps
+** them too, but freeing a mapped block raises its mapping threshold to the
+** block's size, after which such blocks stay resident in the heap of the
+** thread that freed them (2-4 MiB with four writer threads taking turns at
+** checkpoints).  bf_big_alloc consults BF_FAULT_MALLOC; bf_big_realloc
+** (growing from NULL/0 too) does not, as the realloc it replaces did not.
+** Sizes are the caller's to remember: free and realloc take them. */
+void *bf_big_alloc(size_t size);
+void *bf_big_realloc(void *p, size_t old_size, size_t new_size);
+void bf_big_free(void *p, size_t size);
+
 /* A malloc()ed printf. Returns NULL when out of memory. */
 char *bf_mprintf(const char *format, ...)
     __attribute__((format(printf, 1, 2)));
@@ -871,6 +884,8 @@ int bf_wal_replay(struct bf_wal *wal, uint64_t from_lsn, uint64_t commit_limit,
 uint64_t bf_wal_testing_syncs(struct bf_wal *wal);
 /* Sleep usec before each fdatasync/fsync (a slow disk, for group commit). */
 void bf_wal_testing_sync_delay(struct bf_wal *wal, uint32_t usec);
+/* Write-behind chunks started (see bf_wal.c, I/O). */
+uint64_t bf_wal_testing_write_behinds(struct bf_wal *wal);
 #endif
 
 

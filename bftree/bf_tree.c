@@ -1475,7 +1475,7 @@ static int flush_all(bf_tree *t, bool drop) {
   struct flush_item items[FLUSH_BATCH];
   struct flush_write writes[FLUSH_BATCH];
   uint32_t pending = 0;
-  uint8_t *pages = bf_malloc_aligned(4096, (size_t)FLUSH_BATCH * t->page_size);
+  uint8_t *pages = bf_big_alloc((size_t)FLUSH_BATCH * t->page_size);
   while (rc == BF_OK && done < bf_map_count(t->map)) {
     uint32_t n = bf_map_count(t->map);
     uint32_t noted = 0, next = 0, window_end = done;
@@ -1536,7 +1536,7 @@ static int flush_all(bf_tree *t, bool drop) {
     if (rc == BF_OK) rc = wrc;
     done = n;
   }
-  bf_free_aligned(pages);
+  bf_big_free(pages, (size_t)FLUSH_BATCH * t->page_size);
   return rc;
 }
 
@@ -1554,7 +1554,7 @@ static int image_add(void *ctx, uint32_t leaf_id, const uint8_t *low,
   BF_UNUSED(high_len);
   if (b->image->leaf_count == b->capacity) {
     uint64_t cap = b->capacity ? b->capacity * 2 : 1024;
-    uint32_t *q = realloc(b->ids, cap * sizeof *q);
+    uint32_t *q = bf_big_realloc(b->ids, b->capacity * sizeof *q, cap * sizeof *q);
     if (!q) return BF_NOMEM;
     b->ids = q;
     b->capacity = cap;
@@ -1609,7 +1609,7 @@ static int checkpoint_locked(bf_tree *t, bool closing) {
     if (t->wal) rc = bf_wal_reset(t->wal, lsn);
   }
   bf_ckpt_image_free(&image);
-  free(b.ids);
+  bf_big_free(b.ids, b.capacity * sizeof *b.ids);
   return rc;
 }
 

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -203,6 +204,35 @@ void bf_release_free_memory(void) {
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
+}
+
+static void *big_map(size_t size) {
+  void *p = mmap(NULL, size ? size : 1, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void *bf_big_alloc(size_t size) {
+  if (bf_faultsim(BF_FAULT_MALLOC)) return NULL;
+  return big_map(size);
+}
+
+void *bf_big_realloc(void *p, size_t old_size, size_t new_size) {
+  if (!p) return big_map(new_size);
+#ifdef MREMAP_MAYMOVE
+  void *q = mremap(p, old_size ? old_size : 1, new_size ? new_size : 1, MREMAP_MAYMOVE);
+  return q == MAP_FAILED ? NULL : q;
+#else
+  void *q = big_map(new_size);
+  if (!q) return NULL;
+  memcpy(q, p, old_size < new_size ? old_size : new_size);
+  bf_big_free(p, old_size);
+  return q;
+#endif
+}
+
+void bf_big_free(void *p, size_t size) {
+  if (p) munmap(p, size ? size : 1);
 }
 
 void *bf_malloc_aligned(size_t alignment, size_t size) {

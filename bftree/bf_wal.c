@@ -9,7 +9,14 @@
 ** caller's apply function.
 **
 ** I/O: plain pread/pwrite/fdatasync on a buffered file descriptor (never
-** O_DIRECT).  Each write first consults bf_faultsim(BF_FAULT_WRITE) (then
+** O_DIRECT).  Write-behind: every WAL_WRITE_BEHIND bytes of appends, the
+** appender starts the writeback of what was appended since the last time
+** (sync_file_range, not waiting) and drops the chunk before that from the
+** page cache (posix_fadvise DONTNEED; the log is read only by recovery), so
+** that between checkpoints the log holds about two chunks of page cache, not
+** up to wal_size_limit of dirty pages: in a memory cgroup, dirty pages that
+** reclaim cannot free fast enough end in the OOM killer.  Both calls are
+** advisory; their failures are ignored.  Each write first consults bf_faultsim(BF_FAULT_WRITE) (then
 ** BF_FAULT_ENOSPC picks ENOSPC -> BF_FULL over EIO -> BF_IOERR, as bf_io.c
 ** does); each fdatasync/fsync first consults bf_faultsim(BF_FAULT_SYNC)
 ** (-> BF_IOERR).  An injected fault does no I/O.  Reads are not
@@ -147,6 +154,7 @@
 #define WAL_REC_COMMIT 2
 #define WAL_SMALL_TXN 2048        /* transactions this small use the stack */
 #define WAL_MAX_RETRIES 1000      /* zero-byte write retries */
+#define WAL_WRITE_BEHIND (1u << 20) /* write-behind chunk (see I/O) */
 
 
 struct bf_wal {
@@ -165,8 +173,11 @@ struct bf_wal {
   bool recovering;           /* opened with records: replay, then reset */
   int append_error;          /* sticky write failure (BROKEN) */
   int sync_error;            /* sticky fdatasync failure (BROKEN) */
+  uint64_t behind_lsn;       /* write-behind started below this LSN */
+  uint64_t dropped_lsn;      /* page cache dropped below this LSN */
 
 #ifdef BF_TESTING
+  _Atomic uint64_t test_behind; /* write-behind chunks started */
   /* Relaxed atomics: test counters and knobs, no ordering needed. */
   _Atomic uint64_t test_syncs;
   _Atomic uint32_t test_sync_delay_us;
@@ -233,6 +244,24 @@ static int wal_write(struct bf_wal *wal, const uint8_t *buf, size_t len,
     off += (uint64_t)n;
   }
   return BF_OK;
+}
+
+/* Write-behind (see I/O): start the writeback of [off, off + len), drop
+** [drop_off, drop_off + drop_len) from the page cache.  Advisory: a reset
+** running meanwhile makes these calls act on another log's bytes or on
+** none, which is harmless. */
+static void wal_write_behind(struct bf_wal *wal, off_t off, off_t len,
+                             off_t drop_off, off_t drop_len) {
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+  (void)sync_file_range(wal->fd, off, len, SYNC_FILE_RANGE_WRITE);
+#else
+  (void)off;
+  (void)len;
+#endif
+  if (drop_len) (void)posix_fadvise(wal->fd, drop_off, drop_len, POSIX_FADV_DONTNEED);
+#ifdef BF_TESTING
+  atomic_fetch_add_explicit(&wal->test_behind, 1, memory_order_relaxed);
+#endif
 }
 
 /* fsync (dir) or fdatasync (log) of fd.  BF_OK or BF_IOERR. */
@@ -673,6 +702,7 @@ int bf_wal_append(struct bf_wal *wal, const struct bf_wal_batch *batch,
   }
 
   int rc = BF_OK;
+  off_t behind_off = 0, behind_len = 0, drop_off = 0, drop_len = 0;
   pthread_mutex_lock(&wal->mutex);
   if (wal->recovering) rc = BF_INVALID;
   else if (wal->append_error) rc = wal->append_error;
@@ -700,12 +730,24 @@ int bf_wal_append(struct bf_wal *wal, const struct bf_wal_batch *batch,
     if (rc == BF_OK) {
       wal->end_lsn = lsn;
       *end_lsn = lsn;
+      /* Write-behind (see I/O); after a reset LSNs restart above both. */
+      if (wal->behind_lsn < wal->base_lsn)
+        wal->behind_lsn = wal->dropped_lsn = wal->base_lsn;
+      if (wal->end_lsn - wal->behind_lsn >= WAL_WRITE_BEHIND) {
+        behind_off = (off_t)(WAL_HEADER_SIZE + (wal->behind_lsn - wal->base_lsn));
+        behind_len = (off_t)(wal->end_lsn - wal->behind_lsn);
+        drop_off = (off_t)(WAL_HEADER_SIZE + (wal->dropped_lsn - wal->base_lsn));
+        drop_len = (off_t)(wal->behind_lsn - wal->dropped_lsn);
+        wal->dropped_lsn = wal->behind_lsn;
+        wal->behind_lsn = wal->end_lsn;
+      }
     } else {
       wal->append_error = rc; /* invariant 5 */
     }
   }
   pthread_mutex_unlock(&wal->mutex);
   if (buf != small) bf_free(buf);
+  if (behind_len) wal_write_behind(wal, behind_off, behind_len, drop_off, drop_len);
   return rc;
 }
 
@@ -1117,5 +1159,9 @@ uint64_t bf_wal_testing_syncs(struct bf_wal *wal) {
 
 void bf_wal_testing_sync_delay(struct bf_wal *wal, uint32_t usec) {
   atomic_store_explicit(&wal->test_sync_delay_us, usec, memory_order_relaxed);
+}
+
+uint64_t bf_wal_testing_write_behinds(struct bf_wal *wal) {
+  return atomic_load_explicit(&wal->test_behind, memory_order_relaxed);
 }
 #endif

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 
@@ -1035,6 +1036,84 @@ static void test_sync_basics(void **state) {
   test_rmdir(dir);
 }
 
+/* Write-behind: every MiB of appends starts the writeback of the chunk and
+** drops the chunk before it from the page cache; checked by the count of
+** chunks (against the rule, from the LSNs) and, for a chunk that was clean
+** when it was dropped (synced before), by its pages' residency (mincore). */
+static int resident_pages(const char *path, uint64_t from, uint64_t to) {
+  int fd = open(path, O_RDONLY);
+  assert_true(fd >= 0);
+  long page = sysconf(_SC_PAGESIZE);
+  uint64_t first = (from + (uint64_t)page - 1) / (uint64_t)page;
+  uint64_t last = to / (uint64_t)page; /* whole pages in [from, to) */
+  int resident = 0;
+  if (last > first) {
+    size_t n = (size_t)(last - first);
+    void *map = mmap(NULL, n * (size_t)page, PROT_READ, MAP_SHARED, fd,
+                     (off_t)(first * (uint64_t)page));
+    assert_true(map != MAP_FAILED);
+    unsigned char *vec = malloc(n);
+    assert_non_null(vec);
+    assert_int_equal(mincore(map, n * (size_t)page, vec), 0);
+    for (size_t i = 0; i < n; i++) resident += vec[i] & 1;
+    free(vec);
+    munmap(map, n * (size_t)page);
+  }
+  close(fd);
+  return resident;
+}
+
+static void test_write_behind(void **state) {
+  BF_UNUSED(state);
+  char *dir = test_tmpdir();
+  char *path = path_in(dir, "wb-wal");
+  struct bf_wal *wal = open_ok(path, 0);
+  struct bf_wal_batch b;
+  memset(&b, 0, sizeof b);
+  uint8_t v[1000];
+  memset(v, 0x5a, sizeof v);
+  assert_int_equal(bf_wal_batch_put(&b, (const uint8_t *)"key", 3, v, sizeof v), BF_OK);
+  const uint64_t chunk = 1u << 20;
+  uint64_t base = 0, behind = 0, dropped = 0, lsn = 0, expect = 0;
+  uint64_t clean_from = 0, clean_to = 0;
+  uint64_t k0 = bf_wal_testing_write_behinds(wal);
+  for (int phase = 0; phase < 2; phase++) {
+    uint64_t stop = lsn + (phase == 0 ? 3 : 2) * chunk + chunk / 4;
+    while (lsn < stop) {
+      append_ok(wal, &b, 0, &lsn);
+      if (lsn - behind >= chunk) { /* the rule of bf_wal_append */
+        expect++;
+        if (phase == 1 && clean_to == 0 && behind - dropped > 0) {
+          /* this kick drops [dropped, behind): synced at the phase change */
+          clean_from = dropped;
+          clean_to = behind;
+        }
+        dropped = behind;
+        behind = lsn;
+      }
+    }
+    assert_int_equal(bf_wal_testing_write_behinds(wal) - k0, expect);
+    if (phase == 0) assert_int_equal(bf_wal_sync(wal, lsn), BF_OK); /* all clean */
+  }
+  assert_true(expect >= 5);
+  assert_true(clean_to > clean_from);
+  /* offsets: 4096 + (lsn - base) */
+  int res = resident_pages(path, 4096 + clean_from - base, 4096 + clean_to - base);
+  assert_int_equal(res, 0);
+  /* After a reset the chunks start again from the new base. */
+  assert_int_equal(bf_wal_reset(wal, lsn + 8), BF_OK);
+  uint64_t k1 = bf_wal_testing_write_behinds(wal), start = lsn + 8;
+  do append_ok(wal, &b, 0, &lsn); while (lsn - start < chunk - 1100);
+  assert_int_equal(bf_wal_testing_write_behinds(wal), k1); /* not a chunk yet */
+  append_ok(wal, &b, 0, &lsn);
+  append_ok(wal, &b, 0, &lsn);
+  assert_int_equal(bf_wal_testing_write_behinds(wal), k1 + 1);
+  bf_wal_close(wal);
+  bf_wal_batch_free(&b);
+  free(path);
+  test_rmdir(dir);
+}
+
 /* ------------------------------------------------------------------------
 ** Fault injection.
 */
@@ -1199,6 +1278,7 @@ int main(void) {
       cmocka_unit_test(test_salt_only),
       cmocka_unit_test(test_open_checks),
       cmocka_unit_test(test_sync_basics),
+      cmocka_unit_test(test_write_behind),
       cmocka_unit_test(test_group_commit),
       cmocka_unit_test(test_faults),
   };
