@@ -95,13 +95,6 @@ static double sq_now(void) {
 ** against 35 ms).  bftree connections keep busy_timeout: the module reads
 ** it (PRAGMA busy_timeout) for its own writer lock, and SQLite's lock does
 ** not come into their runs with threads (see THREADS). */
-/* Whether native connections use sq_busy_retry (default) or SQLite's
-** busy_timeout (BENCH_SQLITE_BUSY=timeout, to compare the two). */
-static bool native_busy_retry(void) {
-  const char *env = getenv("BENCH_SQLITE_BUSY");
-  return !(env && strcmp(env, "timeout") == 0);
-}
-
 static int sq_busy_retry(void *arg, int count) {
   sq *h = arg;
   if (count == 0) h->busy_since = sq_now();
@@ -109,6 +102,13 @@ static int sq_busy_retry(void *arg, int count) {
   if (count < 64) sched_yield();
   else usleep(50);
   return 1;
+}
+
+/* Whether native connections use sq_busy_retry (default) or SQLite's
+** busy_timeout (BENCH_SQLITE_BUSY=timeout, to compare the two). */
+static bool native_busy_retry(void) {
+  const char *env = getenv("BENCH_SQLITE_BUSY");
+  return !(env && strcmp(env, "timeout") == 0);
 }
 
 /* Whether the bftree table is declared in each connection's temp schema:
@@ -448,14 +448,14 @@ static void describe(const ycsb_cfg *cfg, char *buf, size_t n, bool bftree) {
   char conns[320] = "";
   if (cfg->threads > 1)
     snprintf(conns, sizeof conns, " %s; %d connections, one per client thread, "
-             "%s", bftree ? "shared by all connections" : "per connection",
+             "%s %d ms", bftree ? "shared by all connections" : "per connection",
              cfg->threads,
-             !bftree ? (native_busy_retry()
-                            ? "busy handler retrying at once for up to 10000 ms"
-                            : "busy_timeout 10000 ms")
+             !bftree ? (native_busy_retry() ? "busy handler retrying at once for up to"
+                                            : "busy_timeout")
              : bftree_in_temp(cfg) ? "each declaring the table in its temp schema "
-                                     "over the shared data file, busy_timeout 10000 ms"
-                                   : "table in the main schema, busy_timeout 10000 ms");
+                                     "over the shared data file, busy_timeout"
+                                   : "table in the main schema, busy_timeout",
+             SQ_BUSY_MS);
   snprintf(buf, n,
            "SQLite %s, %s, %s; journal_mode=WAL synchronous=NORMAL (log on, "
            "fsync only at checkpoints); %s %.1f MiB%s; SQLITE_CONFIG_MEMSTATUS off; "

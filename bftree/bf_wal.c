@@ -16,7 +16,9 @@
 ** that between checkpoints the log holds about two chunks of page cache, not
 ** up to wal_size_limit of dirty pages: in a memory cgroup, dirty pages that
 ** reclaim cannot free fast enough end in the OOM killer.  Both calls are
-** advisory; their failures are ignored.  Each write first consults bf_faultsim(BF_FAULT_WRITE) (then
+** advisory; their failures are ignored.
+**
+** Each write first consults bf_faultsim(BF_FAULT_WRITE) (then
 ** BF_FAULT_ENOSPC picks ENOSPC -> BF_FULL over EIO -> BF_IOERR, as bf_io.c
 ** does); each fdatasync/fsync first consults bf_faultsim(BF_FAULT_SYNC)
 ** (-> BF_IOERR).  An injected fault does no I/O.  Reads are not
@@ -177,9 +179,9 @@ struct bf_wal {
   uint64_t dropped_lsn;      /* page cache dropped below this LSN */
 
 #ifdef BF_TESTING
-  _Atomic uint64_t test_behind; /* write-behind chunks started */
   /* Relaxed atomics: test counters and knobs, no ordering needed. */
   _Atomic uint64_t test_syncs;
+  _Atomic uint64_t test_behind; /* write-behind chunks started */
   _Atomic uint32_t test_sync_delay_us;
 #endif
 };

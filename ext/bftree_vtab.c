@@ -47,7 +47,7 @@
 ** TRANSACTIONS.  Every write goes through an engine transaction (bf_txn),
 ** one per vtab (= per connection and table) while SQLite has the table in a
 ** write transaction:
-**   xBegin       note the write transaction (in_write); see LAZY LOCK.
+**   xBegin       open the transaction, unlocked (tsh); see LAZY LOCK.
 **   (first read  take the tree's writer lock (bfx_shared.c; a second writer
 **    or write)   waits up to the connection's busy timeout, read with
 **                PRAGMA busy_timeout when the lock is taken, then gets
@@ -495,8 +495,6 @@ typedef struct bfx_vtab {
                        ** and invariant 4) */
   /* Transaction state (see TRANSACTIONS and the invariants). */
   bf_txn *txn;         /* NULL when idle (or after a failed restart) */
-  bool in_write;       /* between xBegin and xCommit/xRollback: the lock
-                       ** is taken at the first read or write (LAZY LOCK) */
   bool holds_lock;     /* the writer lock of tsh is ours */
   bfx_shared *tsh;     /* during a write transaction: its tree,
                        ** referenced (invariant 2) */
@@ -1347,7 +1345,7 @@ static bool writing_statement_running(sqlite3 *db) {
 ** first.  A read-only statement does not: a SELECT inside a transaction
 ** whose write found the lock busy is not blocked by the other writer. */
 static int filter_lock(bfx_vtab *vt, const bfx_key *keys, size_t nkeys) {
-  if (!vt->in_write || vt->holds_lock) return SQLITE_OK;
+  if (!vt->tsh || vt->holds_lock) return SQLITE_OK; /* no write txn, or locked */
   if (!writing_statement_running(vt->db)) return SQLITE_OK;
   return txn_ensure_keys(vt, keys, nkeys);
 }
@@ -2007,7 +2005,6 @@ static void txn_end(bfx_vtab *vt) {
     bfx_shared_release(vt->tsh); /* the reference taken by txn_open */
     vt->tsh = NULL;
   }
-  vt->in_write = false;
   vt->prepared = false;
   vt->nmarks = 0;
   keyset_clear(&vt->moved);
@@ -2031,7 +2028,6 @@ static int txn_open(bfx_vtab *vt) {
   }
   vt->tsh = vt->entry->shared;
   bfx_shared_ref(vt->tsh);
-  vt->in_write = true;
   vt->implicit_txn = sqlite3_get_autocommit(vt->db) != 0;
   vt->prepared = false;
   vt->nmarks = 0;
