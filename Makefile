@@ -87,6 +87,7 @@ UNIT_DEPS_test_inner = bf_util bf_inner
 UNIT_DEPS_test_io = bf_util bf_io
 UNIT_DEPS_test_wset = bf_util bf_wset
 UNIT_DEPS_test_wal = bf_util bf_wal
+UNIT_DEPS_test_sketch = bf_util bf_sketch
 UNIT_DEPS_test_keyenc = bf_util
 
 define unit_rule

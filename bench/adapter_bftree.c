@@ -11,9 +11,11 @@
 ** rest of the budget).  wal = true, synchronous = BF_SYNC_NORMAL: every
 ** bf_put is logged, the log is fsynced at checkpoints only (log on, no fsync
 ** per operation).  Other options are the documented defaults (io_uring and
-** O_DIRECT when available, 4 KiB pages, read promotion 10%, warm fill on).
-** BENCH_BF_NO_WARM_FILL=1 in the environment turns warm fill off, to
-** measure what it does (not part of any matrix).
+** O_DIRECT when available, 4 KiB pages, read promotion by frequency
+** (read_admission), warm fill on).  BENCH_BF_NO_WARM_FILL=1 in the
+** environment turns warm fill off, BENCH_BF_NO_ADMISSION=1 read admission
+** (then BENCH_BF_READ_PROMOTE=<percent> sets the chance), to measure what
+** they do (not part of any matrix).
 */
 #include "ycsb.h"
 
@@ -42,6 +44,7 @@ static void bfc_options(const ycsb_cfg *cfg, bf_options *o) {
   if (getenv("BENCH_BF_NO_WARM_FILL")) o->warm_fill = false; /* see above */
   const char *promote = getenv("BENCH_BF_READ_PROMOTE"); /* tuning runs */
   if (promote) o->read_promote_percent = (uint32_t)atoi(promote);
+  if (getenv("BENCH_BF_NO_ADMISSION")) o->read_admission = false; /* tuning */
 }
 
 static void bfc_describe(const ycsb_cfg *cfg, char *buf, size_t n) {
@@ -50,8 +53,9 @@ static void bfc_describe(const ycsb_cfg *cfg, char *buf, size_t n) {
   snprintf(buf, n,
            "bftree C API; buffer_size %.1f MiB, page %u B, wal on, "
            "synchronous=NORMAL (log fsynced at checkpoints only), io/direct "
-           "auto, read_promote %u%%; each bf_put is its own logged commit",
-           (double)o.buffer_size / 1048576, o.page_size, o.read_promote_percent);
+           "auto, read promotion %s; each bf_put is its own logged commit",
+           (double)o.buffer_size / 1048576, o.page_size,
+           o.read_admission ? "by frequency (read_admission)" : "by chance");
 }
 
 static int bfc_open(const ycsb_cfg *cfg, bool create, void **out) {
@@ -147,10 +151,11 @@ static int bfc_close(void *db) {
          (unsigned long long)s.splits, (unsigned long long)s.checkpoints,
          (unsigned long long)s.leaf_pages, s.tree_height);
   printf("ycsb: bftree-c: buffer: used %.1f MiB live %.1f MiB, record promotions %llu "
-         "phantoms %llu page promotions %llu (warm fills %llu) grows %llu copy-on-access %llu "
+         "phantoms %llu refused %llu (sketch %.2f MiB) page promotions %llu (warm fills %llu) grows %llu copy-on-access %llu "
          "(full pages shrunk %llu), laps %.2f; mini-pages",
          (double)s.buffer_used / 1048576, (double)s.buffer_live / 1048576,
          (unsigned long long)s.record_promotions, (unsigned long long)s.phantoms,
+         (unsigned long long)s.admissions_refused, (double)s.sketch_bytes / 1048576,
          (unsigned long long)s.page_promotions, (unsigned long long)s.warm_fills,
          (unsigned long long)s.mini_grows, (unsigned long long)s.copy_on_access,
          (unsigned long long)s.page_shrinks,

@@ -575,6 +575,30 @@ void bf_buf_for_each_ready(struct bf_buf *buf,
                            void *ctx);
 
 /* ========================================================================
+** Functions from bf_sketch.c: the admission filter of read promotion.
+*/
+struct bf_sketch;
+/* A sketch for a buffer of `capacity` bytes whose records are expected to
+** take `footprint` bytes each: one 4-bit counter per such record in each of
+** 4 rows.  BF_OK or BF_NOMEM (*out NULL). */
+int bf_sketch_create(uint64_t capacity, uint32_t footprint,
+                     struct bf_sketch **out);
+void bf_sketch_destroy(struct bf_sketch *sketch);
+/* Count one more disk read of key, whose record takes footprint bytes in
+** the buffer (0: unknown); returns the key's estimated count of reads in
+** the current window, this one included.  Thread-safe, lock-free. */
+uint32_t bf_sketch_add(struct bf_sketch *sketch, const void *key,
+                       uint32_t key_len, uint32_t footprint);
+/* The key's estimated count without adding. */
+uint32_t bf_sketch_estimate(const struct bf_sketch *sketch, const void *key,
+                            uint32_t key_len);
+/* Whether an estimate (from bf_sketch_add) is frequent enough to cache. */
+bool bf_sketch_admits(uint32_t estimate);
+uint32_t bf_sketch_threshold(void);
+uint64_t bf_sketch_bytes(const struct bf_sketch *sketch);
+uint64_t bf_sketch_halvings(const struct bf_sketch *sketch);
+
+/* ========================================================================
 ** Functions from bf_inner.c: inner nodes under optimistic version latches.
 **
 ** Inner nodes are node_size bytes (max(4096, page_size)), pinned until
@@ -970,6 +994,7 @@ struct bf_tree {
   struct bf_io *io;
   struct bf_buf *buf;
   struct bf_map *map;
+  struct bf_sketch *sketch;       /* NULL unless opts.read_admission */
   struct bf_inner *inner;
   struct bf_space *space;
   uint64_t generation;            /* of the last checkpoint */
@@ -992,7 +1017,8 @@ struct bf_tree {
   struct bf_tree_counters {
     _Atomic uint64_t cache_hits, cache_misses, leaf_reads, leaf_writes,
         bytes_read, bytes_written, merges, splits, evictions,
-        copy_on_access, record_promotions, phantoms, page_promotions,
+        copy_on_access, record_promotions, phantoms, admissions_refused,
+        page_promotions,
         warm_fills, page_shrinks, read_ahead_leaves, read_ahead_dropped,
         mini_grows, commits, checkpoints;
   } count;

@@ -65,6 +65,14 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Admission sketch sizing: the footprint of a record in the buffer is its
+** node space plus SKETCH_OVERHEAD, its share of the block and node headers
+** and of the size class's slack (a typical mini-page holds a few records);
+** the sketch starts sized for SKETCH_FOOTPRINT-byte records (8-byte keys,
+** 100-byte values) and adapts its window to the footprints it sees. */
+#define SKETCH_OVERHEAD 16
+#define SKETCH_FOOTPRINT 128
+
 /* Internal status: the leaf split; restart the operation from the root. */
 #define BF_RESTART (BF_STATUS_COUNT + 1)
 
@@ -77,6 +85,7 @@ void bf_options_init(bf_options *o) {
   o->io_mode = BF_IO_AUTO;
   o->direct_io = BF_DIRECT_AUTO;
   o->read_promote_percent = 10;
+  o->read_admission = true;
   o->scan_promote_percent = 50;
   o->warm_fill = true;
   o->max_mini_divisor = 2;
@@ -1091,7 +1100,8 @@ int bf_delete(bf_tree *t, const void *key, size_t klen) {
 */
 
 static bool warm_fill_allowed(bf_tree *t);
-static bool read_should_promote(bf_tree *t);
+static bool read_should_promote(bf_tree *t, const uint8_t *key, uint32_t klen,
+                                uint32_t vlen, bool prefetch);
 
 /* Cache a record read from disk (or a phantom for a miss) in the leaf's
 ** mini-page.  Exclusive latch.  Best effort: BF_RETRY means no room. */
@@ -1107,7 +1117,15 @@ static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
     if (is_full_page(t, mini)) return BF_OK;
     if (mini_search(t, mini, key, klen, &node, &idx)) return BF_OK;
     int rc = mini_grow_insert(t, leaf_id, e, key, klen, type, val, vlen);
-    if (rc == BF_FULL) rc = BF_OK; /* never merge for a clean record */
+    if (rc == BF_FULL) {
+      /* At the largest class: never merge for a clean record, but make
+      ** room by dropping the clean records nobody used since they were
+      ** cached (and clearing the others' reference bits), once. */
+      mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+      mini_drop_clean(t, mini, false);
+      rc = bf_node_upsert(mini, key, klen, type, val, vlen);
+      if (rc == BF_FULL) return BF_OK; /* nothing cached */
+    }
     if (rc == BF_OK) BF_COUNT(t, record_promotions, found), BF_COUNT(t, phantoms, !found);
     return rc;
   }
@@ -1212,7 +1230,8 @@ static int lookup(bf_tree *t, const void *key_in, size_t klen, void *buffer,
     if (prc == BF_OK) BF_COUNT(t, warm_fills, 1);
     if (prc == BF_RETRY) need_evict = true;
   } else if ((rc == BF_OK || rc == BF_NOTFOUND) &&
-             (prefetch || read_should_promote(t)) && bf_try_upgrade(&e->latch)) {
+             read_should_promote(t, key, (uint32_t)klen, r.value_len, prefetch) &&
+             bf_try_upgrade(&e->latch)) {
     promoted_latch = true;
     if (mini_promote(t, leaf_id, e, key, (uint32_t)klen, r.value, r.value_len,
                      found) == BF_RETRY)
@@ -1256,14 +1275,33 @@ bool bf_tree_should_promote(bf_tree *t, uint32_t percent) {
          bf_random_percent(percent);
 }
 
-/* bf_tree_should_promote for a record a point lookup read.  During the
-** first lap of eviction after a warm fill, the buffer is still mostly the
-** full pages the fill kept (a page cache): caching every record read turns
-** it into a record cache within one lap instead of the ~100/percent laps
-** the configured rate would take.  (Scans keep their own rate.) */
-static bool read_should_promote(bf_tree *t) {
-  return (t->opts.warm_fill && bf_buf_retired(t->buf) < bf_buf_size(t->buf)) ||
-         bf_tree_should_promote(t, t->opts.read_promote_percent);
+/* Whether a point lookup caches the record (value_len bytes; 0 for a
+** phantom) it read from disk, and count the read in the admission sketch.
+**   - A prefetch always caches: its statement is about to write the key.
+**   - During the first lap of eviction after a warm fill, the buffer is
+**     still mostly the full pages the fill kept (a page cache): caching
+**     every record read turns it into a record cache within one lap instead
+**     of the many laps admission would take.  (Scans keep their own rate.)
+**   - While the buffer has room, caching costs nothing: always.
+**   - Otherwise each record cached evicts others: with read_admission,
+**     only a key the sketch has seen read often enough lately (see
+**     bf_sketch.c); without, with read_promote_percent probability. */
+static bool read_should_promote(bf_tree *t, const uint8_t *key, uint32_t klen,
+                                uint32_t vlen, bool prefetch) {
+  uint32_t estimate = 0;
+  if (t->sketch)
+    estimate = bf_sketch_add(t->sketch, key, klen,
+                             bf_record_space(klen, vlen) + SKETCH_OVERHEAD);
+  if (prefetch) return true;
+  if (t->opts.warm_fill && bf_buf_retired(t->buf) < bf_buf_size(t->buf))
+    return true;
+  if (!t->sketch)
+    return bf_tree_should_promote(t, t->opts.read_promote_percent);
+  if (!bf_buf_needs_eviction(t->buf, t->full_class) ||
+      bf_sketch_admits(estimate))
+    return true;
+  BF_COUNT(t, admissions_refused, 1);
+  return false;
 }
 
 /* Scan promotion: see bf_int.h. */
@@ -1644,6 +1682,7 @@ static void tree_free(bf_tree *t) {
   if (!t) return;
   if (t->inner) bf_inner_destroy(t->inner);
   if (t->map) bf_map_destroy(t->map);
+  bf_sketch_destroy(t->sketch);
   if (t->buf) bf_buf_destroy(t->buf);
   if (t->space) bf_space_destroy(t->space);
   if (t->wal) bf_wal_close(t->wal);
@@ -1713,6 +1752,8 @@ static int tree_setup(bf_tree *t, uint32_t page_size, char **errmsg) {
   t->max_mini_class = by_divisor > by_record ? by_divisor : by_record;
   if (t->max_mini_class >= t->full_class) t->max_mini_class = t->full_class - 1;
   rc = bf_map_create(&t->map);
+  if (rc == BF_OK && t->opts.read_admission)
+    rc = bf_sketch_create(t->opts.buffer_size, SKETCH_FOOTPRINT, &t->sketch);
   if (rc != BF_OK) *errmsg = bf_mprintf("out of memory");
   return rc;
 }
@@ -1996,6 +2037,7 @@ void bf_stats_get(bf_tree *t, bf_stats *s) {
   s->tree_height = bf_inner_height(t->inner);
   s->inner_bytes = bf_inner_bytes(t->inner);
   s->mapping_bytes = bf_map_bytes(t->map);
+  s->sketch_bytes = bf_sketch_bytes(t->sketch);
   s->file_pages = bf_space_file_pages(t->space);
   s->free_pages = bf_space_free_pages(t->space);
 #define LOAD(f) s->f = atomic_load_explicit(&t->count.f, memory_order_relaxed)
@@ -2011,6 +2053,7 @@ void bf_stats_get(bf_tree *t, bf_stats *s) {
   LOAD(copy_on_access);
   LOAD(record_promotions);
   LOAD(phantoms);
+  LOAD(admissions_refused);
   LOAD(page_promotions);
   LOAD(warm_fills);
   LOAD(page_shrinks);

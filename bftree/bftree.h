@@ -80,9 +80,17 @@ typedef struct bf_options {
   int io_mode;            /* enum bf_io_mode, default BF_IO_AUTO */
   int direct_io;          /* enum bf_direct_mode, default BF_DIRECT_AUTO */
   /* Percent chance (0..100) that a record read from disk on a point lookup is
-  ** cached in the leaf's mini-page, or a miss recorded as a phantom.
-  ** Default 10. */
+  ** cached in the leaf's mini-page, or a miss recorded as a phantom, when
+  ** read_admission is false.  Default 10. */
   uint32_t read_promote_percent;
+  /* Admission by frequency: once the buffer is full, a record read from
+  ** disk on a point lookup is cached when its key has been read from disk
+  ** at least 3 times within about the last buffer's worth of such reads
+  ** (a count-min sketch of 4-bit counters, about 2 bytes per record the
+  ** buffer holds, outside buffer_size), instead of with
+  ** read_promote_percent probability: the buffer keeps the records that
+  ** are read again and again rather than a sample of all.  Default true. */
+  bool read_admission;
   /* Percent chance (0..100) that a leaf read from disk by a range scan is
   ** promoted to a full-page mini-page.  Default 50. */
   uint32_t scan_promote_percent;
@@ -336,6 +344,7 @@ typedef struct bf_stats {
   uint32_t tree_height;            /* inner levels above the leaves */
   uint64_t inner_bytes;            /* memory held by inner nodes */
   uint64_t mapping_bytes;          /* memory held by the mapping table */
+  uint64_t sketch_bytes;           /* memory held by the admission sketch */
   uint64_t file_pages;             /* pages in the data file */
   uint64_t free_pages;             /* of which free for reuse */
   uint64_t cache_hits;             /* lookups answered from a mini-page */
@@ -353,6 +362,8 @@ typedef struct bf_stats {
                                    ** open (/ buffer_size: laps) */
   uint64_t record_promotions;      /* records cached after a disk read */
   uint64_t phantoms;               /* phantom records cached after a miss */
+  uint64_t admissions_refused;     /* read records not cached: the sketch
+                                   ** had seen too few reads of the key */
   uint64_t page_promotions;        /* leaves promoted to full-page minis */
   uint64_t warm_fills;             /* of which by a point lookup's warm fill */
   uint64_t page_shrinks;           /* full-page minis cut to their used and

@@ -215,6 +215,7 @@ static int statFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   ADD(tree_height);
   ADD(inner_bytes);
   ADD(mapping_bytes);
+  ADD(sketch_bytes);
   ADD(file_pages);
   ADD(free_pages);
   ADD(cache_hits);
@@ -231,6 +232,7 @@ static int statFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   ADD(buffer_retired);
   ADD(record_promotions);
   ADD(phantoms);
+  ADD(admissions_refused);
   ADD(page_promotions);
   ADD(warm_fills);
   ADD(page_shrinks);

@@ -199,6 +199,7 @@ static void run_model(const struct run_config *cfg) {
   o.page_size = cfg->page_size;
   o.buffer_size = cfg->buffer;
   o.read_promote_percent = 20;
+  o.read_admission = (seed >> 8) & 1; /* either promotion policy */
   o.scan_promote_percent = 30;
   o.seed = seed | 1;
   o.synchronous = BF_SYNC_NORMAL; /* logged, without an fsync per write */
@@ -283,7 +284,7 @@ static void run_model(const struct run_config *cfg) {
   printf("[ STATS    ] %s: ops put %llu get %llu del %llu scan %llu; live keys %llu; "
          "leaves %llu height %u; hits %llu misses %llu; merges %llu splits %llu "
          "evictions %llu copy-on-access %llu promotions %llu phantoms %llu page "
-         "promotions %llu; io %s direct %llu\n",
+         "promotions %llu; admission %s refused %llu; io %s direct %llu\n",
          cfg->name, (unsigned long long)totals[0], (unsigned long long)totals[1],
          (unsigned long long)totals[2], (unsigned long long)totals[3],
          (unsigned long long)m.live, (unsigned long long)st.leaf_pages, st.tree_height,
@@ -291,7 +292,8 @@ static void run_model(const struct run_config *cfg) {
          (unsigned long long)st.merges, (unsigned long long)st.splits,
          (unsigned long long)st.evictions, (unsigned long long)st.copy_on_access,
          (unsigned long long)st.record_promotions, (unsigned long long)st.phantoms,
-         (unsigned long long)st.page_promotions,
+         (unsigned long long)st.page_promotions, o.read_admission ? "on" : "off",
+         (unsigned long long)st.admissions_refused,
          st.io_mode == BF_IO_URING ? "uring" : "psync", (unsigned long long)st.direct_io);
   /* The machinery under test really ran (counters restart at each open, so
   ** look at the last third of the run). */

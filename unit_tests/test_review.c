@@ -109,6 +109,7 @@ static void test_scan_promotion_clean(void **state) {
   f->opts.buffer_size = 4u << 20; /* every leaf fits: no eviction */
   f->opts.scan_promote_percent = 100;
   f->opts.read_promote_percent = 0;
+  f->opts.read_admission = false; /* no read is cached */
   open_tree(f);
   for (uint32_t i = 0; i < n; i++)
     assert_int_equal(bf_put(f->tree, k, key_of(i, k), v, value_of(i, 0, v)),
@@ -169,6 +170,7 @@ static void test_cursor_long_key(void **state) {
   f->opts.buffer_size = 1u << 20;
   f->opts.scan_promote_percent = 0;
   f->opts.read_promote_percent = 0;
+  f->opts.read_admission = false; /* no read is cached */
   open_tree(f);
   for (uint32_t i = 0; i < n; i++)
     assert_int_equal(bf_put(f->tree, k, key_of(i, k), v, value_of(i, 0, v)),
@@ -259,6 +261,7 @@ static void test_writer_after_evict_error(void **state) {
   f->opts.page_size = 4096;
   f->opts.buffer_size = 16u * (4096 + 8) + 4096;
   f->opts.read_promote_percent = 0;
+  f->opts.read_admission = false; /* no read is cached */
   f->opts.scan_promote_percent = 0;
   open_tree(f);
   for (uint32_t i = 0; i < n; i++)

@@ -3,7 +3,7 @@
 ** public API: put/get/delete, overwrite, limits, empty and tiny keys,
 ** splits, eviction with merges, scans in both directions with every bound
 ** kind, reopen, warm fill of an empty buffer and the shrinking of its full
-** pages, prefetch, bad options, a foreign file, a locked file, corrupt pages.
+** pages, prefetch, read admission, bad options, a foreign file, a locked file, corrupt pages.
 */
 #include "test_util.h"
 
@@ -329,6 +329,7 @@ static void test_readahead_in_place(void **state) {
   const uint32_t n = 6000, lo = 150, hi = 400; /* past the first leaf */
   f->opts.scan_promote_percent = 0;
   f->opts.read_promote_percent = 0;
+  f->opts.read_admission = false; /* no read is cached */
   f->opts.buffer_size = 72 << 10;
   open_tree(f);
   rewrite_all(f, n, 0, 0, "old");
@@ -496,6 +497,96 @@ static void test_prefetch(void **state) {
   assert_int_equal(bf_prefetch(f->tree, big, sizeof big), BF_TOOBIG);
   assert_int_equal(bf_prefetch(f->tree, NULL, 3), BF_INVALID);
   check_ok(f->tree);
+}
+
+/* Read admission: once the buffer is full, a record read from disk is
+** cached only on the sketch's threshold-th read of its key (bf_sketch.c);
+** before that, each read of it reads its leaf again and counts a refusal.
+** Without admission and with read_promote_percent 0, never. */
+static void test_admission(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[64], got[64];
+  size_t klen, vlen;
+  const uint32_t n = 20000, half = n / 2;
+  f->opts.buffer_size = 256u << 10; /* a fraction of the records */
+  f->opts.warm_fill = false;        /* no first lap that caches every read */
+  f->opts.read_promote_percent = 0;
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 0, v)), BF_OK);
+  }
+  for (int admission = 1; admission >= 0; admission--) {
+    f->opts.read_admission = admission;
+    reopen(f); /* an empty buffer */
+    bf_stats s0, s1;
+    bf_stats_get(f->tree, &s0);
+    assert_true((s0.sketch_bytes > 0) == admission);
+    /* Fill the buffer with the first half, each key read 3 times in a row
+    ** (cached while there is room, then admitted by the sketch). */
+    for (uint32_t i = 0; i < half; i++)
+      for (int r = 0; r < 3; r++) {
+        key_of(i, k, &klen);
+        assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen),
+                         BF_OK);
+      }
+    bf_stats_get(f->tree, &s1);
+    if (admission) assert_true(s1.evictions > s0.evictions);
+    /* Keys of the second half were never read: each read misses, and is
+    ** refused while the sketch has seen fewer than threshold reads of the
+    ** key (unless eviction has just left room: then it is cached), and
+    ** cached on the threshold-th. */
+    uint32_t threshold = admission ? bf_sketch_threshold() : 4;
+    uint32_t cached = 0, checked = 0, filtered = 0;
+    for (uint32_t i = half; i < half + 50 * 7; i += 7) {
+      key_of(i, k, &klen);
+      uint64_t halvings = admission ? bf_sketch_halvings(f->tree->sketch) : 0;
+      bool in_memory = false, all_refused = true;
+      for (uint32_t r = 1; r <= threshold + 1; r++) {
+        bf_stats_get(f->tree, &s0);
+        assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen),
+                         BF_OK);
+        assert_int_equal(vlen, warm_value(i, 0, v));
+        assert_memory_equal(got, v, vlen);
+        bf_stats_get(f->tree, &s1);
+        uint64_t reads = s1.leaf_reads - s0.leaf_reads;
+        uint64_t refused = s1.admissions_refused - s0.admissions_refused;
+        uint64_t promoted = s1.record_promotions - s0.record_promotions;
+        if (in_memory) { /* cached: answered without a read */
+          assert_int_equal(reads, 0);
+          assert_int_equal(s1.cache_hits - s0.cache_hits, 1);
+          continue;
+        }
+        assert_int_equal(reads, 1);
+        if (!admission) { /* never cached, never counted */
+          assert_int_equal(refused + promoted, 0);
+          continue;
+        }
+        assert_true(refused + promoted <= 1);
+        if (bf_sketch_halvings(f->tree->sketch) != halvings) break;
+        if (r >= threshold) assert_int_equal(refused, 0);
+        if (r < threshold && !refused) all_refused = false;
+        in_memory = promoted == 1;
+      }
+      /* An aging of the sketch during the key's reads shifts its count. */
+      if (admission && bf_sketch_halvings(f->tree->sketch) != halvings)
+        continue;
+      checked++;
+      cached += in_memory;
+      filtered += admission && all_refused;
+    }
+    printf("  admission %s: %u keys checked, %u cached, %u refused until "
+           "their threshold-th read\n", admission ? "on" : "off", checked,
+           cached, filtered);
+    assert_true(checked >= 40);
+    if (admission) {
+      assert_true(cached >= checked * 3 / 4);
+      assert_true(filtered >= checked / 2);
+    } else {
+      assert_int_equal(cached, 0);
+    }
+    check_ok(f->tree);
+  }
 }
 
 /* Key i holds the value of this version, or is absent (version 0). */
@@ -700,6 +791,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_warm_fill, setup, teardown),
       cmocka_unit_test_setup_teardown(test_warm_shrink, setup, teardown),
       cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_read_ahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
