@@ -41,7 +41,7 @@ static double opt_theta = 0.9;
 static const char *opt_dir = "/tmp";
 static int opt_io = BF_IO_AUTO, opt_direct = BF_DIRECT_AUTO;
 static int opt_sync = BF_SYNC_NORMAL; /* log on, no fsync per operation */
-static int opt_promote = -1;          /* read_promote_percent; -1: default */
+static int opt_promote = -1; /* read_promote_percent, admission off; -1: default */
 
 static double now(void) {
   struct timespec ts;
@@ -233,7 +233,10 @@ int main(int argc, char **argv) {
   o.io_mode = opt_io;
   o.direct_io = opt_direct;
   o.synchronous = opt_sync;
-  if (opt_promote >= 0) o.read_promote_percent = (uint32_t)opt_promote;
+  if (opt_promote >= 0) { /* a chance: admission off */
+    o.read_promote_percent = (uint32_t)opt_promote;
+    o.read_admission = false;
+  }
   char *err = NULL;
   int rc = bf_open(path, &o, &tree, &err);
   if (rc != BF_OK) {

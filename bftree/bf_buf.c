@@ -97,8 +97,8 @@
 ** LOCKING.  One mutex, buf->lock, protects head, evict, tail, the free lists
 ** and the counters.  Its critical sections are a few dozen instructions: no
 ** I/O, no latch waits, no allocation.  head, evict, tail and free_count are
-** atomics only so that the two hint functions (bf_buf_in_second_chance,
-** bf_buf_needs_eviction) can read them without the lock.
+** atomics only so that the hint functions (bf_buf_in_second_chance,
+** bf_buf_filling, bf_buf_needs_eviction) can read them without the lock.
 */
 #include "bf_int.h"
 
@@ -635,6 +635,15 @@ bool bf_buf_in_second_chance(const struct bf_buf *buf, const uint8_t *node) {
   if (evict < head) evict = head;
   uint64_t dist = distance_from(buf, phys_of(buf, node), head);
   return dist >= evict - head && dist < buf->second_chance;
+}
+
+/* Relaxed loads, as the other hints: a stale answer costs one copy on
+** access too many or too few. */
+bool bf_buf_filling(const struct bf_buf *buf) {
+  uint64_t head = atomic_load_explicit(&buf->head, memory_order_relaxed);
+  uint64_t tail = atomic_load_explicit(&buf->tail, memory_order_relaxed);
+  uint64_t used = tail >= head ? tail - head : 0;
+  return used < buf->size && buf->size - used > buf->second_chance;
 }
 
 /*

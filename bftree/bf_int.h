@@ -540,6 +540,10 @@ void bf_buf_set_leaf(uint8_t *node, uint32_t leaf_id);
 ** buffer nearest the head (and not yet claimed by an evictor). */
 bool bf_buf_in_second_chance(const struct bf_buf *buf, const uint8_t *node);
 
+/* True while more than the copy-on-access region's size (10% of the
+** buffer) is held by no block: eviction is that far off.  A hint. */
+bool bf_buf_filling(const struct bf_buf *buf);
+
 /* True when an allocation of size_class would fail now. */
 bool bf_buf_needs_eviction(const struct bf_buf *buf, uint32_t size_class);
 
@@ -592,6 +596,10 @@ uint32_t bf_sketch_add(struct bf_sketch *sketch, const void *key,
 /* The key's estimated count without adding. */
 uint32_t bf_sketch_estimate(const struct bf_sketch *sketch, const void *key,
                             uint32_t key_len);
+/* Halve every counter if a window completed since the last call (the
+** aging of bf_sketch.c).  Call it holding no latch: it may take a pass over
+** the whole sketch. */
+void bf_sketch_age(struct bf_sketch *sketch);
 /* Whether an estimate (from bf_sketch_add) is frequent enough to cache. */
 bool bf_sketch_admits(uint32_t estimate);
 uint32_t bf_sketch_threshold(void);

@@ -24,9 +24,12 @@
 ** keys sharing counters small, so the width can be about one counter per
 ** cached record (2 bytes of memory per cached record for 4 rows).
 **
-** Aging: when `window` additions have been counted, the adding thread
-** halves every counter, so counts reflect recent misses and a key that was
-** hot long ago stops being admitted.  The next window is the buffer's
+** Aging: when `window` additions have been counted, every counter is
+** halved, so counts reflect recent misses and a key that was hot long ago
+** stops being admitted.  The addition that completes a window only flags
+** it; the halving (a pass over the whole sketch) runs in bf_sketch_age,
+** which callers call once they hold no latch, so that no lookup holds a
+** leaf latch through it.  The next window is the buffer's
 ** capacity in records of the average footprint the callers reported for
 ** the keys added (bf_sketch_add's footprint), so records of any size age
 ** at about one buffer's worth of misses.
@@ -34,14 +37,15 @@
 ** Concurrency: any number of threads add at once without a lock.  Counters
 ** change by compare-and-swap of their word (no increment carries into a
 ** neighbour); the halving loads and stores each word, so an increment
-** racing with it may be lost.  Both are harmless for an admission hint,
+** racing with it may be lost, and a window completed during a halving
+** flags the next one at once (two halvings back to back).  Both are harmless for an admission hint,
 ** and every access is atomic (no data race).
 **
 ** Invariants:
 **   1. Every counter is in 0..15 (a counter is a nibble of its word).
 **   2. window is in [64, 4 * width] (or the first window: one addition
-**      per counter); added counts additions since the last halving and is
-**      reset to 0 by the thread that halves.
+**      per counter); added counts additions since the last completed
+**      window and is reset to 0 by the thread that completes it.
 */
 #include "bf_int.h"
 
@@ -61,6 +65,7 @@ struct bf_sketch {
   /* Footprints (bytes in the buffer) of the records added since the last
   ** halving, for the next window. */
   _Atomic uint64_t footprint_sum, footprint_count;
+  atomic_bool aging_due;    /* a window completed: halve (bf_sketch_age) */
   uint64_t capacity;        /* bytes of the buffer */
   uint64_t max_window;
 };
@@ -109,7 +114,7 @@ int bf_sketch_create(uint64_t capacity, uint32_t footprint,
   if (!s) return BF_NOMEM;
   s->row_words = (uint32_t)((counters + 15) / 16);
   s->width = s->row_words * 16;
-  s->words = bf_calloc((size_t)ROWS * s->row_words, sizeof(uint64_t));
+  s->words = bf_calloc((size_t)ROWS * s->row_words, sizeof *s->words);
   if (!s->words) {
     bf_free(s);
     return BF_NOMEM;
@@ -119,6 +124,7 @@ int bf_sketch_create(uint64_t capacity, uint32_t footprint,
   atomic_init(&s->window, counters);
   atomic_init(&s->footprint_sum, 0);
   atomic_init(&s->footprint_count, 0);
+  atomic_init(&s->aging_due, false);
   atomic_init(&s->added, 0);
   atomic_init(&s->halvings, 0);
   *out = s;
@@ -211,13 +217,23 @@ uint32_t bf_sketch_add(struct bf_sketch *s, const void *key, uint32_t klen,
       atomic_compare_exchange_strong_explicit(&s->added, &n, 0,
                                               memory_order_relaxed,
                                               memory_order_relaxed)) {
-    /* The one thread that restarted the count ages the counters and sizes
-    ** the next window (invariant 2).  If another addition got in first,
-    ** the CAS failed and a later adder (seeing n >= window) does it. */
-    halve(s);
-    next_window(s);
+    /* The window is complete: the one thread that restarted the count
+    ** (if another addition got in first, the CAS failed and a later adder
+    ** that sees n >= window does it) asks for aging.  The halving itself
+    ** runs in bf_sketch_age, which the caller calls holding no latch. */
+    atomic_store_explicit(&s->aging_due, true, memory_order_relaxed);
   }
   return min;
 }
 
 bool bf_sketch_admits(uint32_t estimate) { return estimate >= THRESHOLD; }
+
+void bf_sketch_age(struct bf_sketch *s) {
+  /* Cheap when nothing is due: one relaxed load.  The exchange lets one
+  ** thread through per request. */
+  if (!atomic_load_explicit(&s->aging_due, memory_order_relaxed) ||
+      !atomic_exchange_explicit(&s->aging_due, false, memory_order_relaxed))
+    return;
+  halve(s);
+  next_window(s);
+}

@@ -846,10 +846,15 @@ static int full_page_shrink(bf_tree *t, uint32_t leaf_id,
 static bool buffer_filled(bf_tree *t) { return bf_buf_retired(t->buf) > 0; }
 
 /* Whether a mini-page in the copy-on-access region should move when used.
-** With warm fill, nothing is about to be evicted before the buffer has
-** first filled: the full pages the fill keeps there stay put until then
-** (and their readers do not upgrade their latch for nothing). */
+** Not while more of the buffer is free than the region holds: eviction is
+** not about to reach it, and moving it would shed its cold records for
+** nothing (the region is measured from the head, so in a buffer that is
+** filling it holds the oldest blocks, not the next victims).  With warm
+** fill, nothing is about to be evicted before the buffer has first filled:
+** the full pages the fill keeps there stay put until then (and their
+** readers do not upgrade their latch for nothing). */
 static bool relocation_due(bf_tree *t, const uint8_t *mini) {
+  if (bf_buf_filling(t->buf)) return false;
   return !t->opts.warm_fill || !is_full_page(t, mini) || buffer_filled(t);
 }
 
@@ -1103,11 +1108,36 @@ static bool warm_fill_allowed(bf_tree *t);
 static bool read_should_promote(bf_tree *t, const uint8_t *key, uint32_t klen,
                                 uint32_t vlen, bool prefetch);
 
+/* Bytes that dropping the clean records not used since they were cached
+** would free in a partial mini-page (mini_drop_clean(.., false)). */
+static uint32_t unused_clean_bytes(const uint8_t *mini) {
+  uint32_t n = bf_node_count(mini), bytes = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    struct bf_record r;
+    bf_node_record(mini, i, &r);
+    if (!bf_rec_is_dirty(r.type) && !r.referenced)
+      bytes += bf_record_space(r.key_len, r.value_len);
+  }
+  return bytes;
+}
+
+/* Set the reference bit of key's record in the leaf's mini-page, if any.
+** Latched. */
+static void mark_cached_referenced(bf_tree *t, struct bf_leaf_entry *e,
+                                   const uint8_t *key, uint32_t klen) {
+  uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed), *node;
+  uint32_t idx;
+  if (mini && mini_search(t, mini, key, klen, &node, &idx))
+    bf_node_mark_referenced(node, idx);
+}
+
 /* Cache a record read from disk (or a phantom for a miss) in the leaf's
-** mini-page.  Exclusive latch.  Best effort: BF_RETRY means no room. */
+** mini-page; `referenced` marks it used (a prefetch: its statement reads it
+** next, so making room for a later promotion must not drop it first).
+** Exclusive latch.  Best effort: BF_RETRY means no room. */
 static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
                         const uint8_t *key, uint32_t klen, const uint8_t *val,
-                        uint32_t vlen, bool found) {
+                        uint32_t vlen, bool found, bool referenced) {
   uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
   uint8_t *node;
   uint32_t idx;
@@ -1120,14 +1150,21 @@ static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
     if (rc == BF_FULL) {
       /* At the largest class: never merge for a clean record, but make
       ** room by dropping the clean records nobody used since they were
-      ** cached (and clearing the others' reference bits), once. */
+      ** cached (which clears the others' reference bits), when that frees
+      ** enough; otherwise leave the mini-page as it is. */
       mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+      if (bf_node_reclaimable(mini) + unused_clean_bytes(mini) <
+          bf_record_space(klen, vlen))
+        return BF_OK; /* nothing cached */
       mini_drop_clean(t, mini, false);
       rc = bf_node_upsert(mini, key, klen, type, val, vlen);
-      if (rc == BF_FULL) return BF_OK; /* nothing cached */
+      if (rc == BF_FULL) return BF_OK;
     }
-    if (rc == BF_OK) BF_COUNT(t, record_promotions, found), BF_COUNT(t, phantoms, !found);
-    return rc;
+    if (rc != BF_OK) return rc;
+    if (referenced) mark_cached_referenced(t, e, key, klen);
+    BF_COUNT(t, record_promotions, found);
+    BF_COUNT(t, phantoms, !found);
+    return BF_OK;
   }
   uint32_t cls =
       bf_buf_class_for(t->buf, BF_NODE_HEADER + bf_record_space(klen, vlen));
@@ -1141,6 +1178,7 @@ static int mini_promote(bf_tree *t, uint32_t leaf_id, struct bf_leaf_entry *e,
   }
   bf_buf_publish(t->buf, node);
   atomic_store_explicit(&e->mini, node, memory_order_release);
+  if (referenced) mark_cached_referenced(t, e, key, klen);
   BF_COUNT(t, record_promotions, found);
   BF_COUNT(t, phantoms, !found);
   return BF_OK;
@@ -1234,7 +1272,7 @@ static int lookup(bf_tree *t, const void *key_in, size_t klen, void *buffer,
              bf_try_upgrade(&e->latch)) {
     promoted_latch = true;
     if (mini_promote(t, leaf_id, e, key, (uint32_t)klen, r.value, r.value_len,
-                     found) == BF_RETRY)
+                     found, prefetch) == BF_RETRY)
       need_evict = true;
   }
   if (promoted_latch)
@@ -1243,6 +1281,7 @@ static int lookup(bf_tree *t, const void *key_in, size_t klen, void *buffer,
     bf_unlatch_shared(&e->latch);
   bf_free_aligned(page);
   if (need_evict) bf_tree_evict(t, retry_class);
+  if (t->sketch) bf_sketch_age(t->sketch); /* latch-free: may be a pass */
   return rc;
 }
 

@@ -625,11 +625,15 @@ static void test_second_chance(void **state) {
   uint64_t n = 0;
   uint8_t *node, *first = NULL;
   static uint8_t *nodes[16384];
+  /* Filling: true until no more than size / 10 is held by no block. */
+  assert_true(bf_buf_filling(buf));
   while (bf_buf_alloc(buf, 0, (uint32_t)n, &node) == BF_OK) {
     bf_buf_publish(buf, node);
     if (!first) first = node;
     nodes[n++] = node;
+    assert_int_equal(bf_buf_filling(buf), size - n * (64 + HDR) > size / 10);
   }
+  assert_false(bf_buf_filling(buf));
   assert_int_equal(n, size / (64 + HDR));
   for (uint64_t i = 0; i < n; i++) {
     bool expect = i * (64 + HDR) < size / 10;

@@ -95,6 +95,7 @@ struct run_config {
   uint32_t keys;
   uint32_t page_size;
   uint64_t buffer;
+  bool admission;   /* read_admission (else read_promote_percent) */
 };
 
 static void check_tree(bf_tree *t) {
@@ -199,7 +200,7 @@ static void run_model(const struct run_config *cfg) {
   o.page_size = cfg->page_size;
   o.buffer_size = cfg->buffer;
   o.read_promote_percent = 20;
-  o.read_admission = (seed >> 8) & 1; /* either promotion policy */
+  o.read_admission = cfg->admission;
   o.scan_promote_percent = 30;
   o.seed = seed | 1;
   o.synchronous = BF_SYNC_NORMAL; /* logged, without an fsync per write */
@@ -320,21 +321,21 @@ static void run_model(const struct run_config *cfg) {
 static void test_model_uring_direct(void **state) {
   (void)state;
   struct run_config cfg = {"uring+direct", BF_IO_URING, BF_DIRECT_ON,
-                           test_scale(1000000), 60000, 4096, 256 << 10};
+                           test_scale(1000000), 60000, 4096, 256 << 10, true};
   run_model(&cfg);
 }
 
 static void test_model_psync_direct(void **state) {
   (void)state;
   struct run_config cfg = {"psync+direct", BF_IO_PSYNC, BF_DIRECT_ON,
-                           test_scale(250000), 30000, 4096, 128 << 10};
+                           test_scale(250000), 30000, 4096, 128 << 10, false};
   run_model(&cfg);
 }
 
 static void test_model_buffered_small_pages(void **state) {
   (void)state;
   struct run_config cfg = {"buffered/1KiB pages", BF_IO_AUTO, BF_DIRECT_OFF,
-                           test_scale(250000), 30000, 1024, 64 << 10};
+                           test_scale(250000), 30000, 1024, 64 << 10, true};
   run_model(&cfg);
 }
 

@@ -47,18 +47,35 @@ static void test_counts(void **state) {
     zero += bf_sketch_estimate(s, k, 8) == 0;
   }
   assert_true(zero > keys * 90 / 100);
-  /* Saturation: never past 15, and no carry into a neighbour. */
+  /* Saturation: never past 15, and no carry into a neighbour: the other
+  ** keys keep their estimates (bar the rare one sharing all its counters
+  ** with key 7). */
+  uint32_t *before = malloc(2 * keys * sizeof *before);
+  assert_non_null(before);
+  for (uint64_t i = 0; i < 2 * keys; i++) {
+    key_of(i, k);
+    before[i] = bf_sketch_estimate(s, k, 8);
+  }
   key_of(7, k);
   for (int j = 0; j < 40; j++) assert_true(bf_sketch_add(s, k, 8, 0) <= 15);
   assert_int_equal(bf_sketch_estimate(s, k, 8), 15);
+  uint32_t changed = 0;
+  for (uint64_t i = 0; i < 2 * keys; i++) {
+    if (i == 7) continue;
+    key_of(i, k);
+    changed += bf_sketch_estimate(s, k, 8) != before[i];
+  }
+  assert_true(changed <= 2);
+  free(before);
   assert_true(bf_sketch_admits(bf_sketch_threshold()));
   assert_false(bf_sketch_admits(bf_sketch_threshold() - 1));
   assert_true(bf_sketch_bytes(s) >= 4 * 8192 / 2);
   bf_sketch_destroy(s);
 }
 
-/* After `window` additions every count halves; the next window is the
-** capacity divided by the average footprint reported. */
+/* After `window` additions every count halves, once, at the next
+** bf_sketch_age; the next window is the capacity divided by the average
+** footprint reported. */
 static void test_aging(void **state) {
   (void)state;
   struct bf_sketch *s;
@@ -75,14 +92,37 @@ static void test_aging(void **state) {
     bf_sketch_add(s, k, 8, 400);
     added++;
     assert_true(added <= 4096);
+    if (added < 4096) {
+      bf_sketch_age(s); /* nothing due yet: no halving */
+      assert_int_equal(bf_sketch_halvings(s), 0);
+    }
+    if (added == 4096) {
+      assert_int_equal(bf_sketch_halvings(s), 0); /* flagged, not done */
+      bf_sketch_age(s);
+      assert_int_equal(bf_sketch_halvings(s), 1);
+      bf_sketch_age(s); /* once per window */
+    }
   }
   assert_int_equal(added, 4096);
+  assert_int_equal(bf_sketch_halvings(s), 1);
   uint32_t aged = bf_sketch_estimate(s, hot, 8);
   assert_true(aged >= 6 && aged <= 7); /* 12 / 2, or one collision more */
+  /* Every nibble halved on its own: no bit of the counter above shifts in
+  ** (which would leave counts of 8 or more), and the fillers, counted
+  ** once or a few times by collisions, are mostly back to 0. */
+  uint64_t zero = 0;
+  for (uint64_t j = 0; j < i; j++) {
+    key_of(j, k);
+    uint32_t e = bf_sketch_estimate(s, k, 8);
+    assert_true(e <= 7);
+    zero += e == 0;
+  }
+  assert_true(zero > i * 9 / 10);
   uint64_t before = added;
   while (bf_sketch_halvings(s) == 1) {
     key_of(i++, k);
     bf_sketch_add(s, k, 8, 400);
+    bf_sketch_age(s);
     added++;
     assert_true(added - before <= 1024);
   }

@@ -589,6 +589,110 @@ static void test_admission(void **state) {
   }
 }
 
+/* The record of key i in the mini-page of leaf 0, or type -1 when absent. */
+static int cached_type(bf_tree *t, uint32_t i, bool *referenced) {
+  char k[32];
+  size_t klen;
+  uint32_t idx;
+  key_of(i, k, &klen);
+  uint8_t *mini = atomic_load(&bf_map_get(t->map, 0)->mini);
+  if (!mini || !bf_node_search(mini, (const uint8_t *)k, (uint32_t)klen, &idx))
+    return -1;
+  struct bf_record r;
+  bf_node_record(mini, idx, &r);
+  if (referenced) *referenced = r.referenced;
+  return r.type;
+}
+
+/* A promotion into a mini-page full at its largest class drops the clean
+** records not used since they were cached, keeping dirty and used ones,
+** then caches the record; values read back right throughout and the dirty
+** record reaches the disk. */
+static void test_promote_full_mini(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[128], got[128];
+  size_t klen, vlen;
+  const uint32_t n = 26;
+  f->opts.buffer_size = 1u << 20; /* room: every read is cached */
+  f->opts.warm_fill = false;
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) { /* one leaf of 26 ~120-byte records */
+    key_of(i, k, &klen);
+    memset(v, 'a' + (int)(i % 26), 100);
+    assert_int_equal(bf_put(f->tree, k, klen, v, 100), BF_OK);
+  }
+  reopen(f);
+  bf_stats st;
+  bf_stats_get(f->tree, &st);
+  assert_int_equal(st.leaf_pages, 1);
+  key_of(5, k, &klen);
+  memset(v, 'Z', 100);
+  assert_int_equal(bf_put(f->tree, k, klen, v, 100), BF_OK); /* dirty */
+  assert_int_equal(cached_type(f->tree, 5, NULL), BF_REC_INSERT);
+  /* Read keys until the mini-page is at its largest class. */
+  uint32_t next = 0;
+  for (;;) {
+    uint8_t *mini = atomic_load(&bf_map_get(f->tree->map, 0)->mini);
+    if (bf_buf_node_class(mini) == f->tree->max_mini_class) break;
+    if (next == 5) next++;
+    assert_true(next < n);
+    key_of(next++, k, &klen);
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+  }
+  /* Use every other cached record (hits set their reference bits). */
+  uint32_t used = 0, unused = 0;
+  for (uint32_t i = 0; i < next; i++) {
+    if (i == 5 || cached_type(f->tree, i, NULL) != BF_REC_CACHE) continue;
+    if (i % 2 == 0) {
+      key_of(i, k, &klen);
+      assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+      used++;
+    } else {
+      unused++;
+    }
+  }
+  assert_true(used > 0 && unused > 0);
+  /* Read new keys until one needs the room of the unused records. */
+  for (;;) {
+    assert_true(next < n);
+    uint32_t x = next++;
+    key_of(x, k, &klen);
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+    assert_int_equal(vlen, 100);
+    for (uint32_t b = 0; b < 100; b++) assert_int_equal(got[b], 'a' + (int)x);
+    assert_int_equal(cached_type(f->tree, x, NULL), BF_REC_CACHE);
+    bool dropped = false;
+    for (uint32_t i = 1; i < x; i += 2)
+      if (i != 5) dropped |= cached_type(f->tree, i, NULL) == -1;
+    if (dropped) break;
+  }
+  /* The unused clean records went, the used and the dirty one stayed. */
+  for (uint32_t i = 0; i + 1 < next; i++) {
+    int type = cached_type(f->tree, i, NULL);
+    if (i == 5)
+      assert_int_equal(type, BF_REC_INSERT);
+    else if (i % 2 == 1)
+      assert_int_equal(type, -1);
+    else if (i < next - 1 && type != -1)
+      assert_int_equal(type, BF_REC_CACHE);
+  }
+  for (uint32_t i = 0; i < n; i += 2) {
+    if (cached_type(f->tree, i, NULL) == BF_REC_CACHE) used--;
+  }
+  assert_int_equal(used, 0); /* every used record is still cached */
+  for (uint32_t i = 0; i < n; i++) { /* every value, from memory or disk */
+    key_of(i, k, &klen);
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+    assert_int_equal(vlen, 100);
+    assert_int_equal(got[0], i == 5 ? 'Z' : 'a' + (int)i);
+  }
+  check_ok(f->tree);
+  reopen(f);
+  key_of(5, k, &klen);
+  assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+  assert_int_equal(got[99], 'Z');
+}
+
 /* Key i holds the value of this version, or is absent (version 0). */
 static void check_version(bf_tree *t, uint32_t i, uint32_t version) {
   char k[32], v[64], got[64];
@@ -792,6 +896,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_warm_shrink, setup, teardown),
       cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_promote_full_mini, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_read_ahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
