@@ -127,6 +127,9 @@ void bf_random_seed(uint64_t seed);
 uint64_t bf_random(void);
 /* True with probability percent/100. */
 bool bf_random_percent(uint32_t percent);
+/* A bijection on 64-bit integers whose every output bit depends on every
+** input bit (splitmix64's finalizer): for hashing. */
+uint64_t bf_mix64(uint64_t z);
 
 /* Aligned allocation (alignment a power of two, >= sizeof(void *); I/O
 ** buffers use >= 512).

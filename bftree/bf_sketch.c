@@ -70,14 +70,10 @@ struct bf_sketch {
   uint64_t max_window;
 };
 
-/* A 64-bit hash of the key (CRC-32C of the bytes mixed with the length,
-** then spread by splitmix64's finalizer so that every bit depends on all
-** of them). */
+/* A 64-bit hash of the key: CRC-32C of the bytes with the length, spread
+** by bf_mix64 so that every bit depends on all of them. */
 static uint64_t key_hash(const uint8_t *key, uint32_t klen) {
-  uint64_t z = bf_crc32c(0, key, klen) | (uint64_t)klen << 32;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  return bf_mix64(bf_crc32c(0, key, klen) | (uint64_t)klen << 32);
 }
 
 /* The counter index in row `row` of a key hashed to h: rows take 32-bit

@@ -138,11 +138,14 @@ static _Thread_local uint64_t random_state[4];
 static _Thread_local uint64_t random_epoch; /* base seed seen at seeding */
 static _Thread_local bool random_seeded;
 
-static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+uint64_t bf_mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+  return bf_mix64(*x += 0x9E3779B97F4A7C15ull);
 }
 
 void bf_random_seed(uint64_t seed) {
