@@ -299,6 +299,16 @@ uint64_t bf_buf_retired(const struct bf_buf *buf) {
   return atomic_load_explicit(&buf->head, memory_order_relaxed);
 }
 
+/* Bytes between tail and head that no block holds: what allocations can
+** take before one must evict (a hint, read relaxed; padding at the
+** physical end not deducted). */
+uint64_t bf_buf_unused(const struct bf_buf *buf) {
+  uint64_t head = atomic_load_explicit(&buf->head, memory_order_relaxed);
+  uint64_t tail = atomic_load_explicit(&buf->tail, memory_order_relaxed);
+  uint64_t used = tail >= head ? tail - head : 0; /* stale reads */
+  return used < buf->size ? buf->size - used : 0;
+}
+
 uint32_t bf_buf_class_count(const struct bf_buf *buf) {
   return buf->class_count;
 }

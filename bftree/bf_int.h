@@ -508,6 +508,9 @@ void bf_buf_discard(struct bf_buf *buf);
 uint64_t bf_buf_size(const struct bf_buf *buf);
 /* Bytes retired by eviction since creation (relaxed hint). */
 uint64_t bf_buf_retired(const struct bf_buf *buf);
+/* Bytes no block holds (a relaxed hint): allocations up to about this much
+** need no eviction. */
+uint64_t bf_buf_unused(const struct bf_buf *buf);
 uint32_t bf_buf_class_count(const struct bf_buf *buf);
 uint32_t bf_buf_class_size(const struct bf_buf *buf, uint32_t size_class);
 /* Smallest class whose mini-page holds bytes; class_count when none. */
@@ -1002,6 +1005,7 @@ struct bf_tree {
   uint32_t max_record;            /* bf_max_record_size() */
   uint32_t max_mini_class;        /* largest class of a partial mini-page */
   uint32_t full_class;            /* class of a full-page mini-page */
+  uint64_t room_target;           /* bytes bf_make_room keeps unused */
   struct bf_io *io;
   struct bf_buf *buf;
   struct bf_map *map;

@@ -1296,22 +1296,30 @@ int bf_prefetch(bf_tree *t, const void *key, size_t klen) {
   return rc == BF_NOTFOUND ? BF_OK : rc;
 }
 
+/* Whether the buffer has room to cache more without evicting anything: a
+** full page fits, beyond what bf_make_room keeps unused for writers (that
+** reserve is not room: caching into it would only move the evictions
+** bf_make_room does ahead of time back under the writers' locks). */
+static bool buffer_has_room(bf_tree *t) {
+  return !bf_buf_needs_eviction(t->buf, t->full_class) &&
+         bf_buf_unused(t->buf) >=
+             t->room_target + bf_buf_class_size(t->buf, t->full_class) + 8;
+}
+
 /* Whether a read miss may cache its whole leaf: only until the buffer's
 ** first eviction, and only while a full page fits without one.  After
 ** that, misses cache single records (bf_tree_should_promote) and full
 ** pages shrink to their used records on relocation (mini_relocate), so the
 ** steady state is a record cache, not a page cache. */
 static bool warm_fill_allowed(bf_tree *t) {
-  return t->opts.warm_fill && !buffer_filled(t) &&
-         !bf_buf_needs_eviction(t->buf, t->full_class);
+  return t->opts.warm_fill && !buffer_filled(t) && buffer_has_room(t);
 }
 
 bool bf_tree_should_promote(bf_tree *t, uint32_t percent) {
   /* While the buffer has room, caching costs nothing: always.  Once it is
   ** full, each promotion evicts something, so only with the configured
   ** probability (hot records come back often enough to get in). */
-  return !bf_buf_needs_eviction(t->buf, t->full_class) ||
-         bf_random_percent(percent);
+  return buffer_has_room(t) || bf_random_percent(percent);
 }
 
 /* Whether a point lookup caches the record (value_len bytes; 0 for a
@@ -1336,8 +1344,7 @@ static bool read_should_promote(bf_tree *t, const uint8_t *key, uint32_t klen,
     return true;
   if (!t->sketch)
     return bf_tree_should_promote(t, t->opts.read_promote_percent);
-  if (!bf_buf_needs_eviction(t->buf, t->full_class) ||
-      bf_sketch_admits(estimate))
+  if (buffer_has_room(t) || bf_sketch_admits(estimate))
     return true;
   BF_COUNT(t, admissions_refused, 1);
   return false;
@@ -1420,10 +1427,13 @@ static int evict_block(bf_tree *t, uint8_t *node) {
   return rc;
 }
 
-int bf_tree_evict(bf_tree *t, uint32_t size_class) {
+/* Evict from the head while a block of size_class would not fit or fewer
+** than `unused` bytes are unused.  No latch held. */
+static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
   int idle = 0;
   if (size_class > t->full_class) size_class = t->full_class;
-  while (bf_buf_needs_eviction(t->buf, size_class)) {
+  while (bf_buf_needs_eviction(t->buf, size_class) ||
+         bf_buf_unused(t->buf) < unused) {
     uint8_t *node;
     int rc = bf_buf_evict_next(t->buf, &node);
     if (rc == BF_RETRY) {
@@ -1443,6 +1453,16 @@ int bf_tree_evict(bf_tree *t, uint32_t size_class) {
     if (rc != BF_OK) return rc;
   }
   return BF_OK;
+}
+
+int bf_tree_evict(bf_tree *t, uint32_t size_class) {
+  return evict_until(t, size_class, 0);
+}
+
+int bf_make_room(bf_tree *t) {
+  int rc = atomic_load_explicit(&t->error, memory_order_relaxed);
+  if (rc != BF_OK) return rc;
+  return evict_until(t, 0, t->room_target);
 }
 
 /* ------------------------------------------------------------------------
@@ -1784,6 +1804,12 @@ static int tree_setup(bf_tree *t, uint32_t page_size, char **errmsg) {
     return rc;
   }
   t->full_class = bf_buf_full_class(t->buf);
+  /* bf_make_room's target: 1/256 of the buffer (a few hundred records'
+  ** writes), at least two full pages, at most 256 KiB. */
+  uint64_t two_pages = 2 * (uint64_t)(bf_buf_class_size(t->buf, t->full_class) + 8);
+  t->room_target = t->opts.buffer_size / 256;
+  if (t->room_target < two_pages) t->room_target = two_pages;
+  if (t->room_target > 256 * 1024) t->room_target = 256 * 1024;
   uint32_t by_divisor =
       bf_buf_class_for(t->buf, page_size / t->opts.max_mini_divisor);
   uint32_t by_record =

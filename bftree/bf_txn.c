@@ -107,6 +107,9 @@ int bf_txn_prepare(bf_txn *x, uint64_t commit_id) {
   bf_tree *t = x->tree;
   if (x->prepared) return BF_INVALID;
   if (atomic_load(&t->error) != BF_OK) return BF_READONLY;
+  /* The evictions the commit would do holding the gate, done before it
+  ** (best effort; an eviction's error shows again in the commit). */
+  (void)bf_make_room(t);
   bf_gate_exclusive(&t->checkpoint_gate);
   int rc = BF_OK;
   if (t->wal) {

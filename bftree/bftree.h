@@ -211,6 +211,20 @@ int bf_get(bf_tree *tree, const void *key, size_t key_len, void *buffer,
 int bf_prefetch(bf_tree *tree, const void *key, size_t key_len);
 
 /*
+** Evict now what the next writes would have to evict: until a small reserve
+** of the buffer is unused (1/256 of buffer_size, at least two pages, at most
+** 256 KiB).  Once the buffer is full, every write that adds to it evicts
+** first, and evicting a mini-page with unwritten records merges them into
+** its leaf page (a disk read and a write).  A caller about to take a lock
+** that its writers share (the SQLite module, before a table's writer lock)
+** calls this first, so that the writes under the lock seldom wait for the
+** disk.  Reads do not cache into the reserve.  Best effort (other threads
+** take from the reserve too).  BF_OK, or an I/O error of an eviction merge
+** (which also puts the tree in its error state, as a write's would).
+*/
+int bf_make_room(bf_tree *tree);
+
+/*
 ** Cursors.  A cursor iterates the keys of a range in ascending or descending
 ** order.  It holds no latch between calls: it copies one leaf's records at a
 ** time and re-seeks by key, so the same or other threads may write to the

@@ -1948,16 +1948,18 @@ static int bfxUpdate(sqlite3_vtab *tab, int argc, sqlite3_value **argv,
   if (rc != SQLITE_OK) goto done;
   bfx_record_encode(ncol, vals, key_from, vt->rbuf, rlen);
 
-  /* Uniqueness of the key. */
+  /* Uniqueness of the key.  OR REPLACE overwrites whatever row has the key
+  ** (a virtual table has no triggers or indexes to tell), so it does not
+  ** look: the put is blind, and a key whose leaf is on disk costs no read
+  ** (the engine's write buffering, e.g. REPLACE INTO t VALUES(...) as a
+  ** key-value store's put). */
   bool same_key = !is_insert && key_cmp(vt->kbuf, nklen, vt->okbuf, oklen) == 0;
-  if (!same_key) {
+  if (!same_key && onconf != SQLITE_REPLACE) {
     st = get_row(tree, txn, vt->kbuf, nklen, &vt->xbuf, &vt->xcap, &xlen);
     if (st == BF_OK) {
-      if (onconf != SQLITE_REPLACE) {
-        vt_error(vt, "UNIQUE constraint failed: %s.%s", vt_name(vt), sc->names[kc]);
-        rc = SQLITE_CONSTRAINT_PRIMARYKEY;
-        goto done;
-      }
+      vt_error(vt, "UNIQUE constraint failed: %s.%s", vt_name(vt), sc->names[kc]);
+      rc = SQLITE_CONSTRAINT_PRIMARYKEY;
+      goto done;
     } else if (st != BF_NOTFOUND) {
       rc = vt_engine_error(vt, st, "lookup");
       goto done;
@@ -2041,7 +2043,8 @@ static int txn_open(bfx_vtab *vt) {
 ** Waits for the lock up to the connection's busy timeout.  First prefetches
 ** keys[0..nkeys) (the point keys the caller is about to read; at most
 ** PREFETCH_MAX of them), so that its reads under the lock find them in
-** memory: a writer that waits does its disk reads while it waits.  Returns
+** memory: a writer that waits does its disk reads while it waits; and
+** likewise makes room in the buffer (bf_make_room).  Returns
 ** SQLITE_OK, SQLITE_BUSY (another connection writes the table), or another
 ** SQLite code, with zErrMsg set.  On error the transaction stays, to be
 ** ended by xCommit/xRollback.
@@ -2058,6 +2061,9 @@ static int txn_ensure_keys(bfx_vtab *vt, const bfx_key *keys, size_t nkeys) {
     /* Best effort: an error here shows again in the locked read. */
     for (size_t i = 0; i < nkeys && i < PREFETCH_MAX; i++)
       if (bf_prefetch(sh->tree, keys[i].k, keys[i].n) != BF_OK) break;
+    /* And the evictions its writes would do under the lock (merges that
+    ** read and write leaf pages). */
+    (void)bf_make_room(sh->tree);
     int st = bfx_shared_writer_lock(sh, vt, vt->conn, 0);
     if (st == BF_BUSY) {
       waited = busy_timeout_ms(vt->db);

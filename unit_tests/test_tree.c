@@ -3,7 +3,7 @@
 ** public API: put/get/delete, overwrite, limits, empty and tiny keys,
 ** splits, eviction with merges, scans in both directions with every bound
 ** kind, reopen, warm fill of an empty buffer and the shrinking of its full
-** pages, prefetch, read admission, bad options, a foreign file, a locked file, corrupt pages.
+** pages, prefetch, read admission, bf_make_room, bad options, a foreign file, a locked file, corrupt pages.
 */
 #include "test_util.h"
 
@@ -712,6 +712,84 @@ static void check_version(bf_tree *t, uint32_t i, uint32_t version) {
 ** page used near the head is cut to its used and dirty records; updates
 ** and deletes made to full pages must survive that, eviction, merges and a
 ** reopen.  Randomized (seed printed), checked against an array model. */
+/* bf_make_room: once the buffer is full, it evicts until its reserve is
+** unused; writes that fit the reserve then evict nothing; reads do not
+** cache into the reserve (it is not room); an empty buffer needs nothing. */
+static void test_make_room(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[128], got[128];
+  size_t klen, vlen;
+  const uint32_t n = 20000;
+  f->opts.buffer_size = 256u << 10;
+  f->opts.warm_fill = false;
+  f->opts.read_admission = false;
+  f->opts.read_promote_percent = 0; /* a full buffer caches no read */
+  open_tree(f);
+  bf_stats s0, s1;
+  /* An empty buffer: nothing to do. */
+  bf_stats_get(f->tree, &s0);
+  assert_int_equal(bf_make_room(f->tree), BF_OK);
+  bf_stats_get(f->tree, &s1);
+  assert_int_equal(s1.evictions, s0.evictions);
+  uint64_t target = f->tree->room_target;
+  assert_true(target >= 2 * (uint64_t)f->tree->page_size);
+  assert_true(target <= (256u << 10) / 4);
+  /* Fill it past full with writes in scattered order (dirty mini-pages of
+  ** many leaves: evicting them merges). */
+  for (uint32_t j = 0; j < n; j++) {
+    uint32_t i = (uint32_t)(((uint64_t)j * 7919) % n);
+    key_of(i, k, &klen);
+    memset(v, 'a' + (int)(i % 26), 100);
+    assert_int_equal(bf_put(f->tree, k, klen, v, 100), BF_OK);
+  }
+  bf_stats_get(f->tree, &s0);
+  assert_true(s0.evictions > 0);
+  assert_true(bf_buf_unused(f->tree->buf) < target); /* full: no reserve */
+  assert_int_equal(bf_make_room(f->tree), BF_OK);
+  bf_stats_get(f->tree, &s1);
+  assert_true(s1.evictions > s0.evictions);
+  assert_true(bf_buf_unused(f->tree->buf) >= target);
+  /* Again: the reserve is there, nothing to evict. */
+  assert_int_equal(bf_make_room(f->tree), BF_OK);
+  bf_stats_get(f->tree, &s0);
+  assert_int_equal(s0.evictions, s1.evictions);
+  /* Reads of keys on disk are not cached into the reserve: with
+  ** read_promote_percent 0, a full buffer caches no read (every read of
+  ** such a key is a disk read, and the reserve stays). */
+  uint32_t probed = 0;
+  for (uint32_t i = 0; i < n && probed < 20; i += 97) {
+    key_of(i, k, &klen);
+    bf_stats_get(f->tree, &s0);
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+    assert_int_equal(vlen, 100);
+    bf_stats_get(f->tree, &s1);
+    if (s1.leaf_reads == s0.leaf_reads) continue; /* was in memory */
+    probed++;
+    assert_int_equal(s1.record_promotions, s0.record_promotions);
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+    bf_stats_get(f->tree, &s0);
+    assert_int_equal(s0.leaf_reads, s1.leaf_reads + 1); /* read again */
+  }
+  assert_true(probed >= 10);
+  assert_true(bf_buf_unused(f->tree->buf) >= target);
+  /* Writes that fit the reserve evict nothing: new keys after the last
+  ** (one leaf, one small mini-page). */
+  bf_stats_get(f->tree, &s0);
+  for (uint32_t i = n; i < n + 4; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, "x", 1), BF_OK);
+  }
+  bf_stats_get(f->tree, &s1);
+  assert_int_equal(s1.evictions, s0.evictions);
+  assert_int_equal(s1.merges, s0.merges);
+  check_ok(f->tree);
+  reopen(f);
+  for (uint32_t i = 0; i < n + 4; i += 101) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+  }
+}
+
 static void test_warm_shrink(void **state) {
   struct fixture *f = *state;
   char k[32], v[64];
@@ -897,6 +975,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
       cmocka_unit_test_setup_teardown(test_promote_full_mini, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_make_room, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_read_ahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
