@@ -195,4 +195,5 @@ static int bfc_detach(void *db) {
 
 const ycsb_adapter ycsb_bftree_c = {"bftree-c", bfc_describe, bfc_open, bfc_put,
                                     bfc_put, bfc_read, bfc_scan, bfc_close,
-                                    bfc_begin, bfc_commit, bfc_attach, bfc_detach};
+                                    bfc_begin, bfc_commit, bfc_attach, bfc_detach,
+                                    bfc_put};

@@ -184,4 +184,4 @@ static int lm_attach(void *db, void **out) {
 
 const ycsb_adapter ycsb_lmdb = {"lmdb", lm_describe, lm_open, lm_put,
                                 lm_put, lm_read,     lm_scan, lm_close,
-                                lm_begin, lm_commit, lm_attach, lm_close};
+                                lm_begin, lm_commit, lm_attach, lm_close, lm_put};

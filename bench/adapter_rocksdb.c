@@ -222,4 +222,4 @@ static int rk_detach(void *db) {
 
 const ycsb_adapter ycsb_rocksdb = {"rocksdb", rk_describe, rk_open, rk_put,
                                    rk_put,    rk_read,     rk_scan, rk_close,
-                                   rk_begin, rk_commit, rk_attach, rk_detach};
+                                   rk_begin, rk_commit, rk_attach, rk_detach, rk_put};

@@ -25,7 +25,8 @@
 ** LOAD BATCHES (--load-batch N): BEGIN, N inserts, COMMIT.
 **
 ** STATEMENTS.  insert: INSERT INTO t(k,v) VALUES(?,?); update: UPDATE t SET
-** v=? WHERE k=?; read: SELECT v FROM t WHERE k=?; scan: SELECT k,v FROM t
+** v=? WHERE k=?; upsert (workload Aput): INSERT OR REPLACE INTO t(k,v)
+** VALUES(?,?); read: SELECT v FROM t WHERE k=?; scan: SELECT k,v FROM t
 ** WHERE k>=? ORDER BY k LIMIT 100.  Each runs in autocommit mode: one
 ** transaction per operation.
 **
@@ -76,7 +77,7 @@ typedef struct sq {
   bool intkey;         /* 8-byte keys as INTEGER */
   bool bftree;         /* the table is a bftree virtual table */
   size_t key_size, value_size;
-  sqlite3_stmt *ins, *upd, *sel, *scan; /* prepared mode */
+  sqlite3_stmt *ins, *upd, *rep, *sel, *scan; /* prepared mode */
   char sql[8192 + 64];
   double busy_since;
 } sq;
@@ -203,13 +204,21 @@ static void stmt_done(sq *h, sqlite3_stmt *st) {
   }
 }
 
-static int sq_write(sq *h, sqlite3_stmt *cached, bool insert, const uint8_t *key,
-                    const uint8_t *value) {
+/* The three writes: a new record (the load), an update of an existing one
+** (UPDATE ... WHERE k=: SQL's update, which finds the row first), and an
+** upsert of the whole record (INSERT OR REPLACE: a key-value store's put;
+** every key it writes exists, so it replaces the row). */
+enum sq_write_kind { SQ_INSERT, SQ_UPDATE, SQ_REPLACE };
+
+static int sq_write(sq *h, sqlite3_stmt *cached, enum sq_write_kind kind,
+                    const uint8_t *key, const uint8_t *value) {
   sqlite3_stmt *st;
+  bool keyfirst = kind != SQ_UPDATE;
   if (h->mode == YCSB_SQL_TEXT) {
     char *p = h->sql;
-    if (insert) {
-      p += sprintf(p, "INSERT INTO t(k,v) VALUES(");
+    if (keyfirst) {
+      p += sprintf(p, kind == SQ_INSERT ? "INSERT INTO t(k,v) VALUES("
+                                        : "INSERT OR REPLACE INTO t(k,v) VALUES(");
       p = key_literal(h, p, key);
       *p++ = ',';
       p = blob_literal(p, value, h->value_size);
@@ -223,7 +232,7 @@ static int sq_write(sq *h, sqlite3_stmt *cached, bool insert, const uint8_t *key
   }
   if (stmt_for(h, cached, &st) != YCSB_OK) return YCSB_ERR;
   if (h->mode == YCSB_SQL_PREPARED) {
-    if (insert) {
+    if (keyfirst) {
       bind_key(h, st, 1, key);
       sqlite3_bind_blob(st, 2, value, (int)h->value_size, SQLITE_STATIC);
     } else {
@@ -233,19 +242,25 @@ static int sq_write(sq *h, sqlite3_stmt *cached, bool insert, const uint8_t *key
   }
   int rc = sqlite3_step(st);
   stmt_done(h, st);
-  if (rc != SQLITE_DONE) return sq_fail(h, insert ? "insert" : "update");
-  if (!insert && sqlite3_changes(h->db) != 1) return YCSB_NOTFOUND;
+  static const char *what[] = {"insert", "update", "replace"};
+  if (rc != SQLITE_DONE) return sq_fail(h, what[kind]);
+  if (kind == SQ_UPDATE && sqlite3_changes(h->db) != 1) return YCSB_NOTFOUND;
   return YCSB_OK;
 }
 
 static int sq_insert(void *db, const uint8_t *key, const uint8_t *value) {
   sq *h = db;
-  return sq_write(h, h->ins, true, key, value);
+  return sq_write(h, h->ins, SQ_INSERT, key, value);
 }
 
 static int sq_update(void *db, const uint8_t *key, const uint8_t *value) {
   sq *h = db;
-  return sq_write(h, h->upd, false, key, value);
+  return sq_write(h, h->upd, SQ_UPDATE, key, value);
+}
+
+static int sq_upsert(void *db, const uint8_t *key, const uint8_t *value) {
+  sq *h = db;
+  return sq_write(h, h->rep, SQ_REPLACE, key, value);
 }
 
 static int sq_read(void *db, const uint8_t *key, uint8_t *value, size_t *len) {
@@ -321,6 +336,7 @@ static int sq_free(sq *h, bool stats) {
   if (h->bftree && stats) sq_print_stats(h);
   sqlite3_finalize(h->ins);
   sqlite3_finalize(h->upd);
+  sqlite3_finalize(h->rep);
   sqlite3_finalize(h->sel);
   sqlite3_finalize(h->scan);
   int rc = sqlite3_close(h->db);
@@ -409,6 +425,8 @@ static int sq_open(const ycsb_cfg *cfg, bool create, void **out, const char *nam
   if (h->mode == YCSB_SQL_PREPARED) {
     if (sqlite3_prepare_v2(h->db, "INSERT INTO t(k,v) VALUES(?,?)", -1, &h->ins, NULL) ||
         sqlite3_prepare_v2(h->db, "UPDATE t SET v=? WHERE k=?", -1, &h->upd, NULL) ||
+        sqlite3_prepare_v2(h->db, "INSERT OR REPLACE INTO t(k,v) VALUES(?,?)", -1,
+                           &h->rep, NULL) ||
         sqlite3_prepare_v2(h->db, "SELECT v FROM t WHERE k=?", -1, &h->sel, NULL) ||
         sqlite3_prepare_v2(h->db, "SELECT k,v FROM t WHERE k>=? ORDER BY k LIMIT ?", -1,
                            &h->scan, NULL))
@@ -478,14 +496,14 @@ static void describe_bftree(const ycsb_cfg *cfg, char *buf, size_t n) {
 
 const ycsb_adapter ycsb_sqlite_sql = {"sqlite-sql", describe_native, open_sqlite_sql,
                                       sq_insert, sq_update, sq_read, sq_scan, sq_close,
-                                      sq_begin, sq_commit, sq_attach, sq_detach};
+                                      sq_begin, sq_commit, sq_attach, sq_detach, sq_upsert};
 const ycsb_adapter ycsb_sqlite_c = {"sqlite-c", describe_native, open_sqlite_c,
                                     sq_insert, sq_update, sq_read, sq_scan, sq_close,
-                                      sq_begin, sq_commit, sq_attach, sq_detach};
+                                      sq_begin, sq_commit, sq_attach, sq_detach, sq_upsert};
 const ycsb_adapter ycsb_bftree_sql = {"bftree-sql", describe_bftree, open_bftree_sql,
                                       sq_insert, sq_update, sq_read, sq_scan, sq_close,
-                                      sq_begin, sq_commit, sq_attach, sq_detach};
+                                      sq_begin, sq_commit, sq_attach, sq_detach, sq_upsert};
 const ycsb_adapter ycsb_bftree_sql_prep = {"bftree-sql-prep", describe_bftree,
                                            open_bftree_prep, sq_insert, sq_update,
                                            sq_read, sq_scan, sq_close, sq_begin,
-                                           sq_commit, sq_attach, sq_detach};
+                                           sq_commit, sq_attach, sq_detach, sq_upsert};

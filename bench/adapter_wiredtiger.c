@@ -177,4 +177,4 @@ const ycsb_adapter ycsb_wiredtiger = {"wiredtiger", wt_describe, wt_open, wt_put
                                       wt_put,       wt_read,     wt_scan, wt_close,
                                       wt_begin, wt_commit,
                                       /* one client thread only (--threads) */
-                                      NULL, NULL};
+                                      NULL, NULL, wt_put};

@@ -47,6 +47,10 @@
 #                    yields, then sleeps 50 us; timeout: SQLite's busy_timeout)
 #   BENCH_THREADS    client threads of every workload run (1), each with its
 #                    own handle (SQL: its own connection)
+#   BENCH_SQL_WORKLOADS  workloads run at the main ratio on the SQL-text
+#                    engines only (sqlite-sql, bftree-sql), with one client
+#                    thread and with BENCH_THREAD_COUNT ("Aput" in default,
+#                    "" elsewhere: A with INSERT OR REPLACE as its update)
 #   BENCH_THREAD_WORKLOADS  workloads run again at the main ratio with
 #                    BENCH_THREAD_COUNT (4) client threads ("C A" in default,
 #                    "" elsewhere), on every engine with a multi-threaded
@@ -80,6 +84,7 @@ case $MODE in
     WMIN=${BENCH_WARMUP_MIN:-3}
     WMAX=${BENCH_WARMUP_MAX:-6}
     THREAD_WORKLOADS=${BENCH_THREAD_WORKLOADS-"C A"}
+    SQL_WORKLOADS=${BENCH_SQL_WORKLOADS-"Aput"}
     ;;
   quick)
     BUDGET=${BENCH_BUDGET:-32}
@@ -141,6 +146,7 @@ case $MODE in
     ;;
   *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
+SQL_WORKLOADS=${SQL_WORKLOADS-${BENCH_SQL_WORKLOADS-}}
 TIMEOUT=${BENCH_TIMEOUT:-300}
 THREADS=${BENCH_THREADS:-1}
 THR=$THREADS
@@ -388,6 +394,17 @@ ratio_phase() { # RATIO WORKLOADS EXTRA(yes/no)
       done
     done
     THR=$THREADS
+    # workloads whose SQL differs from A's: on the SQL-text engines only, one
+    # client thread and THREAD_COUNT (for the others they repeat A)
+    for wl in $SQL_WORKLOADS; do
+      for thr in $THREADS $THREAD_COUNT; do
+        THR=$thr
+        for eng in $ready; do
+          case $eng in *-sql) run "$eng" "$wl" "$r" "$DIST" ;; esac
+        done
+      done
+    done
+    THR=$THREADS
   fi
   for eng in $ENGINES; do
     rm -rf "$(datadir "$eng" "$r").fresh"
@@ -420,6 +437,7 @@ say "matrix done in $(( $(date +%s) - T_START )) s"
   echo "memory: $CAP_NOTE"
   [ -n "$DROP_NOTE" ] && echo "$DROP_NOTE"
   [ -n "$THREAD_WORKLOADS" ] && echo "multi-threaded runs: $THREAD_WORKLOADS again with $THREAD_COUNT client threads at ${RATIO}x (columns /${THREAD_COUNT}t), each thread with its own handle; SQLite: its own connection, cache_size divided among them; bftree-sql: one table buffer shared by the connections"
+  [ -n "$SQL_WORKLOADS" ] && echo "SQL-text runs: $SQL_WORKLOADS on the SQL-text engines only (sqlite-sql, bftree-sql), with $THREADS and $THREAD_COUNT client threads; Aput is A with each update an upsert of the whole record, INSERT OR REPLACE INTO t(k,v) VALUES(...), instead of UPDATE t SET v=... WHERE k=... (every key exists, so it replaces the row; SQLite must still find the row's page, bftree's module writes without reading: bench/ycsb.c)"
   echo "matrix: $MODE; engines: $ENGINES; main workloads: $WORKLOADS; warm-up >= $WMIN s until two 0.5 s windows agree within 10% (<= $WMAX s), dropped; measured $SECONDS_ s per run"
 } > "$RESULTS/$STAMP-$MODE.notes"
 "$ROOT/bench/report.sh" "$CSV"

@@ -14,6 +14,10 @@
 **   A     50% read, 50% update           B  95% read, 5% update
 **   C     100% read                       E  100% scans of 100 rows
 **   F     50% read, 50% read-modify-write W  5% read, 95% update
+**   Aput  A with every update an upsert of the whole record: SQL engines
+**         INSERT OR REPLACE (a put, which need not find the row) instead of
+**         UPDATE ... WHERE k= (which must); the other engines' update is
+**         already their put, so for them Aput is A
 ** Workloads other than load open the data set the load left (the same
 ** records, so they may run in any order, as YCSB's own runs do).  The record
 ** an operation uses is chosen by Zipf(theta) over record ranks (rank r is
@@ -472,14 +476,18 @@ enum op { OP_READ, OP_UPDATE, OP_SCAN, OP_RMW, OP_INSERT };
 typedef struct workload {
   const char *name;
   int read, update, scan, rmw; /* percent */
+  bool upsert; /* updates through the adapter's upsert, where it has one */
 } workload;
 
 static const workload workloads[] = {
-    {"A", 50, 50, 0, 0}, {"B", 95, 5, 0, 0},  {"C", 100, 0, 0, 0},
-    {"E", 0, 0, 100, 0}, {"F", 50, 0, 0, 50}, {"W", 5, 95, 0, 0},
+    {"A", 50, 50, 0, 0, false}, {"B", 95, 5, 0, 0, false},
+    {"C", 100, 0, 0, 0, false}, {"E", 0, 0, 100, 0, false},
+    {"F", 50, 0, 0, 50, false}, {"W", 5, 95, 0, 0, false},
+    {"Aput", 50, 50, 0, 0, true},
 };
 
 static const ycsb_adapter *ad;
+static const workload *current; /* the workload being run */
 static void *db; /* the first handle: the load's, and client 0's */
 static uint64_t errors; /* wrong answers of the measured window */
 
@@ -528,7 +536,8 @@ static int do_op(client *c, enum op op, bool count_errors) {
       break;
     case OP_UPDATE:
       make_value(r, ++c->version, &c->rng, val);
-      rc = ad->update(c->db, key, val);
+      rc = current->upsert && ad->upsert ? ad->upsert(c->db, key, val)
+                                         : ad->update(c->db, key, val);
       break;
     case OP_SCAN: {
       ycsb_scan_state st;
@@ -556,7 +565,6 @@ static enum op choose(const workload *w, uint64_t *rng) {
 }
 
 static hist H; /* the load's latencies; a workload's: its clients' merged */
-static const workload *current;
 
 /* A client thread: operations until the coordinator says stop.  An
 ** operation belongs to the measured window when it starts in it. */
@@ -772,7 +780,7 @@ static void usage(void) {
       "  engines: sqlite-sql sqlite-c bftree-sql bftree-sql-prep (in ycsb-sqlite),\n"
       "  bftree-c\n"
       "  (ycsb-bftree), rocksdb, lmdb, wiredtiger (ycsb-rocksdb, -lmdb, -wiredtiger)\n"
-      "  workloads: load A B C E F W  (load first: it creates DIR's data set)\n"
+      "  workloads: load A B C E F W Aput  (load first: it creates DIR's data set)\n"
       "  --budget MiB        memory budget of the process (64)\n"
       "  --ratio X           data size / budget (4); or --records N\n"
       "  --key-size 8|16     (8)      --value-size N (100, >= 16)\n"

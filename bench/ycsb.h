@@ -105,6 +105,10 @@ typedef struct ycsb_adapter {
   ** handle is detached. */
   int (*attach)(void *db, void **handle);
   int (*detach)(void *handle);
+  /* Write the whole record whether or not it exists: the key-value
+  ** engines' put (the same function as update), SQL's INSERT OR REPLACE.
+  ** Used by workload Aput (NULL: update instead). */
+  int (*upsert)(void *db, const uint8_t *key, const uint8_t *value);
 } ycsb_adapter;
 
 /* Adapters, defined in adapter_*.c.  Weak: each driver binary links only
