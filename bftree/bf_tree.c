@@ -1428,12 +1428,18 @@ static int evict_block(bf_tree *t, uint8_t *node) {
 }
 
 /* Evict from the head while a block of size_class would not fit or fewer
-** than `unused` bytes are unused.  No latch held. */
+** than `unused` bytes are unused, but for the second condition no more
+** than the shortfall seen at the start: the head (and so the unused count)
+** advances only past finished evictions, so while another thread merges
+** the oldest block, this one would otherwise evict block after block
+** towards the tail.  No latch held. */
 static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
   int idle = 0;
+  uint64_t have = bf_buf_unused(t->buf);
+  uint64_t shortfall = have < unused ? unused - have : 0, freed = 0;
   if (size_class > t->full_class) size_class = t->full_class;
   while (bf_buf_needs_eviction(t->buf, size_class) ||
-         bf_buf_unused(t->buf) < unused) {
+         (freed < shortfall && bf_buf_unused(t->buf) < unused)) {
     uint8_t *node;
     int rc = bf_buf_evict_next(t->buf, &node);
     if (rc == BF_RETRY) {
@@ -1449,6 +1455,7 @@ static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
     if (rc != BF_OK) return rc;
     if (!node) continue;
     idle = 0;
+    freed += bf_buf_class_size(t->buf, bf_buf_node_class(node)) + 8;
     rc = evict_block(t, node);
     if (rc != BF_OK) return rc;
   }
@@ -1460,8 +1467,8 @@ int bf_tree_evict(bf_tree *t, uint32_t size_class) {
 }
 
 int bf_make_room(bf_tree *t) {
-  int rc = atomic_load_explicit(&t->error, memory_order_relaxed);
-  if (rc != BF_OK) return rc;
+  if (atomic_load_explicit(&t->error, memory_order_relaxed) != BF_OK)
+    return BF_READONLY;
   return evict_until(t, 0, t->room_target);
 }
 
@@ -1805,11 +1812,15 @@ static int tree_setup(bf_tree *t, uint32_t page_size, char **errmsg) {
   }
   t->full_class = bf_buf_full_class(t->buf);
   /* bf_make_room's target: 1/256 of the buffer (a few hundred records'
-  ** writes), at least two full pages, at most 256 KiB. */
+  ** writes), at least two full pages, at most 256 KiB; and at most 1/16 of
+  ** the buffer (a tiny one), so that the buffer still counts as full for
+  ** copy-on-access (bf_buf_filling: within 10% of full). */
   uint64_t two_pages = 2 * (uint64_t)(bf_buf_class_size(t->buf, t->full_class) + 8);
   t->room_target = t->opts.buffer_size / 256;
   if (t->room_target < two_pages) t->room_target = two_pages;
   if (t->room_target > 256 * 1024) t->room_target = 256 * 1024;
+  if (t->room_target > t->opts.buffer_size / 16)
+    t->room_target = t->opts.buffer_size / 16;
   uint32_t by_divisor =
       bf_buf_class_for(t->buf, page_size / t->opts.max_mini_divisor);
   uint32_t by_record =

@@ -106,10 +106,11 @@ static int batch_add(void *ctx, int op, const uint8_t *key, uint32_t klen,
 int bf_txn_prepare(bf_txn *x, uint64_t commit_id) {
   bf_tree *t = x->tree;
   if (x->prepared) return BF_INVALID;
-  if (atomic_load(&t->error) != BF_OK) return BF_READONLY;
-  /* The evictions the commit would do holding the gate, done before it
-  ** (best effort; an eviction's error shows again in the commit). */
+  /* The evictions the commit would do holding the gate, done before it.
+  ** Best effort, but a failed eviction merge puts the tree in its error
+  ** state: checked next, before anything is logged. */
   (void)bf_make_room(t);
+  if (atomic_load(&t->error) != BF_OK) return BF_READONLY;
   bf_gate_exclusive(&t->checkpoint_gate);
   int rc = BF_OK;
   if (t->wal) {

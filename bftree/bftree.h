@@ -213,14 +213,19 @@ int bf_prefetch(bf_tree *tree, const void *key, size_t key_len);
 /*
 ** Evict now what the next writes would have to evict: until a small reserve
 ** of the buffer is unused (1/256 of buffer_size, at least two pages, at most
-** 256 KiB).  Once the buffer is full, every write that adds to it evicts
-** first, and evicting a mini-page with unwritten records merges them into
-** its leaf page (a disk read and a write).  A caller about to take a lock
-** that its writers share (the SQLite module, before a table's writer lock)
-** calls this first, so that the writes under the lock seldom wait for the
-** disk.  Reads do not cache into the reserve.  Best effort (other threads
-** take from the reserve too).  BF_OK, or an I/O error of an eviction merge
-** (which also puts the tree in its error state, as a write's would).
+** 256 KiB and 1/16 of the buffer).  Once the buffer is full, every write
+** that adds to it evicts first, and evicting a mini-page with unwritten
+** records merges them into its leaf page (a disk read and a write).  A
+** caller about to take a lock that its writers share (the SQLite module,
+** before a table's writer lock) calls this first, so that the writes under
+** the lock seldom wait for the disk; bf_txn_prepare calls it before taking
+** the tree's commit gate.  Reads that miss do not cache records into the
+** reserve once the buffer has filled (prefetches, and the reads of
+** eviction's first lap after a warm fill, still do), but other threads'
+** writes and relocations take from it: best effort.  BF_OK; BF_READONLY
+** when the tree is in its error state; or the error of an eviction merge
+** (an I/O error, BF_CORRUPT), which also puts the tree in its error state,
+** as a write's would.
 */
 int bf_make_room(bf_tree *tree);
 

@@ -49,6 +49,17 @@ REPLACE INTO t VALUES(100, 'in txn'), (30004, 'in txn');
 SELECT k, v FROM t WHERE k IN (100, 30004);
 ROLLBACK;
 SELECT k, v FROM t WHERE k IN (100, 30004);
+-- a multi-row REPLACE with a key twice: the last row wins
+INSERT OR REPLACE INTO t VALUES(200, 'first'), (200, 'second');
+SELECT k, v FROM t WHERE k = 200;
+-- UPDATE OR REPLACE moving a row onto an existing key, from a cold buffer:
+-- the row at the target key goes, the moved row takes its place
+.open @TESTDIR@/test.db
+.load ./bftree
+SELECT count(*) FROM t;
+UPDATE OR REPLACE t SET k = 301 WHERE k = 300;
+SELECT k, v FROM t WHERE k IN (300, 301);
+SELECT count(*) FROM t;
 -- the blind writes survive a reopen (checkpoint at close, then disk reads)
 .open @TESTDIR@/test.db
 .load ./bftree
