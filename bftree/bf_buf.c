@@ -309,6 +309,10 @@ uint64_t bf_buf_unused(const struct bf_buf *buf) {
   return used < buf->size ? buf->size - used : 0;
 }
 
+uint32_t bf_buf_block_size(const struct bf_buf *buf, uint32_t size_class) {
+  return BLOCK_HEADER + buf->class_size[size_class];
+}
+
 uint32_t bf_buf_class_count(const struct bf_buf *buf) {
   return buf->class_count;
 }

@@ -513,6 +513,8 @@ uint64_t bf_buf_retired(const struct bf_buf *buf);
 uint64_t bf_buf_unused(const struct bf_buf *buf);
 uint32_t bf_buf_class_count(const struct bf_buf *buf);
 uint32_t bf_buf_class_size(const struct bf_buf *buf, uint32_t size_class);
+/* Bytes a block of size_class takes in the buffer: its header and node. */
+uint32_t bf_buf_block_size(const struct bf_buf *buf, uint32_t size_class);
 /* Smallest class whose mini-page holds bytes; class_count when none. */
 uint32_t bf_buf_class_for(const struct bf_buf *buf, uint32_t bytes);
 /* The class of the full-page mini-page (class_count - 1). */

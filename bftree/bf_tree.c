@@ -1303,7 +1303,7 @@ int bf_prefetch(bf_tree *t, const void *key, size_t klen) {
 static bool buffer_has_room(bf_tree *t) {
   return !bf_buf_needs_eviction(t->buf, t->full_class) &&
          bf_buf_unused(t->buf) >=
-             t->room_target + bf_buf_class_size(t->buf, t->full_class) + 8;
+             t->room_target + bf_buf_block_size(t->buf, t->full_class);
 }
 
 /* Whether a read miss may cache its whole leaf: only until the buffer's
@@ -1455,7 +1455,7 @@ static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
     if (rc != BF_OK) return rc;
     if (!node) continue;
     idle = 0;
-    freed += bf_buf_class_size(t->buf, bf_buf_node_class(node)) + 8;
+    freed += bf_buf_block_size(t->buf, bf_buf_node_class(node));
     rc = evict_block(t, node);
     if (rc != BF_OK) return rc;
   }
@@ -1815,7 +1815,7 @@ static int tree_setup(bf_tree *t, uint32_t page_size, char **errmsg) {
   ** writes), at least two full pages, at most 256 KiB; and at most 1/16 of
   ** the buffer (a tiny one), so that the buffer still counts as full for
   ** copy-on-access (bf_buf_filling: within 10% of full). */
-  uint64_t two_pages = 2 * (uint64_t)(bf_buf_class_size(t->buf, t->full_class) + 8);
+  uint64_t two_pages = 2 * (uint64_t)bf_buf_block_size(t->buf, t->full_class);
   t->room_target = t->opts.buffer_size / 256;
   if (t->room_target < two_pages) t->room_target = two_pages;
   if (t->room_target > 256 * 1024) t->room_target = 256 * 1024;
