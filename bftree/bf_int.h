@@ -1037,7 +1037,7 @@ struct bf_tree {
         copy_on_access, record_promotions, phantoms, admissions_refused,
         page_promotions,
         warm_fills, page_shrinks, read_ahead_leaves, read_ahead_dropped,
-        mini_grows, commits, checkpoints;
+        mini_grows, commits, checkpoints, checkpoint_stall_us;
   } count;
 };
 
@@ -1056,7 +1056,7 @@ int bf_tree_apply(bf_tree *tree, int type, const uint8_t *key,
 int bf_tree_set_error(bf_tree *tree, int rc);
 /* A transaction with commit_id committed. */
 void bf_tree_note_commit(bf_tree *tree, uint64_t commit_id);
-/* Checkpoint if the log has outgrown opts.wal_size_limit (no gate held). */
+/* With opts.auto_checkpoint: bf_checkpoint_if_due (no gate held). */
 void bf_tree_maybe_checkpoint(bf_tree *tree);
 /* The write set of a transaction (for cursors). */
 struct bf_wset *bf_txn_wset(bf_txn *txn);

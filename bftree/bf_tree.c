@@ -31,11 +31,12 @@
 **      validates the bottom inner node's version (bf_tree_latch_leaf).
 **   2. A thread holds at most one leaf latch while it may block, except a
 **      split, which also latches the new leaves it creates (unreachable
-**      until published, so uncontended), and a checkpoint's flush_all,
-**      which holding the gate exclusive latches up to FLUSH_BATCH leaves in
-**      increasing id order (their page writes go out as one batch).  That
-**      is deadlock-free only because nobody else waits for a leaf latch
-**      while holding one: keep it so.
+**      through the tree until published; a flush_all walking the mapping
+**      table may hold one for a moment, finding nothing to merge), and a
+**      checkpoint's flush_all, which latches up to FLUSH_BATCH leaves in
+**      increasing id order (their page writes go out as one batch), with
+**      or without the gate.  That is deadlock-free only because nobody
+**      else waits for a leaf latch while holding one: keep it so.
 **   3. Lock order: checkpoint gate -> leaf latch -> {structure mutex of
 **      bf_inner, mapping-table mutex, space mutex, buffer mutex}.  The last
 **      four are leaves of the order: nothing is acquired while holding them.
@@ -94,6 +95,7 @@ void bf_options_init(bf_options *o) {
   o->synchronous = BF_SYNC_FULL;
   o->wal = true;
   o->wal_size_limit = 64u << 20;
+  o->auto_checkpoint = true;
   o->replay_limit = UINT64_MAX;
 }
 
@@ -1564,17 +1566,24 @@ static int flush_write_batch(bf_tree *t, struct flush_write *fw, uint32_t n,
   return rc;
 }
 
-/* Merge every dirty mini-page.  Caller holds the gate exclusive (no new
-** dirty records).  Splits append leaves, so loop until the count is stable.
+/* Merge every dirty mini-page.  The caller holds the gate exclusive (no
+** new dirty records: afterwards none is left), or no gate (bf_checkpoint's
+** first phase: writers go on dirtying leaves already passed).  Splits
+** append leaves, so loop until the count is stable.
 ** Leaves are taken FLUSH_BATCH at a time: their pages read ahead together
 ** (flush_read_ahead), their merges built under their exclusive latches and
 ** the pages written together (flush_write_batch), each latch held until its
-** page is written.  Holding several leaf latches is safe here: the gate is
-** held exclusive and no other thread waits for a leaf latch while holding
-** one (protocol 2), so latches taken in id order cannot deadlock.  Without
-** memory for a batch, one read and one write at a time. */
-static int flush_all(bf_tree *t, bool drop) {
+** page is written.  Holding several leaf latches is safe: latches are taken
+** in increasing id order and all released at the end of each window; no
+** other thread waits for a leaf latch while holding one (protocol 2) except
+** another flush_all, which keeps the same order, and a split, which latches
+** only leaves it has just added (a flush_all that latched one first finds it
+** without a mini-page and lets it go at once).  Without memory for a batch,
+** one read and one write at a time.  *merged (if not NULL) gets the number
+** of leaves merged. */
+static int flush_all(bf_tree *t, bool drop, uint64_t *merged) {
   uint32_t done = 0;
+  uint64_t count = 0;
   int rc = BF_OK;
   struct flush_item items[FLUSH_BATCH];
   struct flush_write writes[FLUSH_BATCH];
@@ -1609,6 +1618,7 @@ static int flush_all(bf_tree *t, bool drop) {
           fw->id = id;
           fw->w.buf = NULL;
           rc = leaf_merge(t, id, e, pre, &split, pages ? &fw->w : NULL);
+          if (rc == BF_OK) count++;
           if (rc == BF_NOMEM && pending &&
               atomic_load(&t->error) == BF_OK) {
             /* The pending merges hold a page buffer each: write them, then
@@ -1641,6 +1651,7 @@ static int flush_all(bf_tree *t, bool drop) {
     done = n;
   }
   bf_big_free(pages, (size_t)FLUSH_BATCH * t->page_size);
+  if (merged) *merged = count;
   return rc;
 }
 
@@ -1686,7 +1697,7 @@ static int checkpoint_locked(bf_tree *t, bool closing) {
   /* Everything logged so far is in the tree (the gate is held exclusive:
   ** no append is under way), so the checkpoint covers the log up to here. */
   uint64_t lsn = t->wal ? bf_wal_end_lsn(t->wal) : 0;
-  rc = flush_all(t, closing);
+  rc = flush_all(t, closing, NULL);
   if (rc == BF_OK && closing) bf_buf_discard(t->buf);
   if (rc == BF_OK) rc = bf_inner_for_each_leaf(t->inner, image_add, &b);
   if (rc == BF_OK) {
@@ -1717,24 +1728,63 @@ static int checkpoint_locked(bf_tree *t, bool closing) {
   return rc;
 }
 
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Passes of bf_checkpoint's first phase, at most. */
+#define PREFLUSH_PASSES 4
+
+/*
+** A checkpoint in two phases.  First, without the gate, flush_all merges
+** every dirty mini-page while writers go on (each leaf under its latch, as
+** an eviction's merge does), and again over what they dirtied meanwhile,
+** while that shrinks by half or more (up to PREFLUSH_PASSES passes, down
+** to a batch); then, holding the gate exclusive, the checkpoint proper
+** flushes what turned dirty during the last pass and writes the image.
+** Writers wait only for the second phase, not for every leaf written since
+** the last checkpoint.  Correctness rests on the second phase alone (it flushes
+** whatever is dirty under the gate); the first only shortens it.  Its error,
+** if any, is set in the tree and refuses the second.
+*/
 int bf_checkpoint(bf_tree *t) {
+  int rc = atomic_load(&t->error);
+  if (rc != BF_OK) return BF_READONLY;
+  uint64_t merged = UINT64_MAX, previous;
+  for (int pass = 0; pass < PREFLUSH_PASSES; pass++) {
+    previous = merged;
+    rc = flush_all(t, false, &merged);
+    if (rc != BF_OK) break;
+    if (merged <= FLUSH_BATCH || merged > previous / 2) break;
+  }
+  if (rc != BF_OK && atomic_load(&t->error) != BF_OK) return rc;
+  double start = now_seconds();
   bf_gate_exclusive(&t->checkpoint_gate);
-  int rc = checkpoint_locked(t, false);
+  rc = checkpoint_locked(t, false);
   bf_gate_release(&t->checkpoint_gate);
+  BF_COUNT(t, checkpoint_stall_us,
+           (uint64_t)((now_seconds() - start) * 1e6));
   /* The image's memory, given back outside the gate (a trim walks the
   ** heap: writers must not wait for it). */
   bf_release_free_memory();
   return rc;
 }
 
-void bf_tree_maybe_checkpoint(bf_tree *t) {
+int bf_checkpoint_if_due(bf_tree *t) {
   bool expect = false;
-  if (!t->wal || bf_wal_size(t->wal) < t->opts.wal_size_limit) return;
+  if (!t->wal || bf_wal_size(t->wal) < t->opts.wal_size_limit) return BF_OK;
   if (!atomic_compare_exchange_strong(&t->checkpoint_running, &expect, true))
-    return; /* another thread is at it */
-  /* An error here is sticky in the tree or the log; the next write sees it. */
-  (void)bf_checkpoint(t);
+    return BF_OK; /* another thread is at it */
+  int rc = bf_checkpoint(t);
   atomic_store(&t->checkpoint_running, false);
+  return rc;
+}
+
+void bf_tree_maybe_checkpoint(bf_tree *t) {
+  /* An error here is sticky in the tree or the log; the next write sees it. */
+  if (t->opts.auto_checkpoint) (void)bf_checkpoint_if_due(t);
 }
 
 uint64_t bf_last_commit_id(bf_tree *t) { return atomic_load(&t->last_commit_id); }
@@ -1906,12 +1956,6 @@ static int tree_load(bf_tree *t, uint64_t *ckpt_lsn, char **errmsg) {
   free(lens);
   bf_ckpt_image_free(&image);
   return rc;
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int replay_apply(void *ctx, int op, const uint8_t *key, uint32_t klen,
@@ -2138,6 +2182,7 @@ void bf_stats_get(bf_tree *t, bf_stats *s) {
   LOAD(mini_grows);
   LOAD(commits);
   LOAD(checkpoints);
+  LOAD(checkpoint_stall_us);
 #undef LOAD
   s->buffer_retired = bf_buf_retired(t->buf);
   s->wal_bytes = t->wal ? bf_wal_size(t->wal) : 0;

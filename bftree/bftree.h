@@ -117,6 +117,14 @@ typedef struct bf_options {
   bool wal;
   /* Checkpoint when the log grows past this many bytes.  Default 64 MiB. */
   uint64_t wal_size_limit;
+  /* Who runs the checkpoints that wal_size_limit calls for.  True
+  ** (default): the write or commit that finds the log past the limit, before
+  ** it returns.  False: the caller, with bf_checkpoint_if_due(), at a moment
+  ** when it holds no lock of its own that other writers wait for (the
+  ** SQLite module does, after a commit has released its table's writer
+  ** lock).  Either way the tree's writers wait only for the short last
+  ** phase of a checkpoint (see bf_checkpoint). */
+  bool auto_checkpoint;
   /* Recovery replays committed transactions whose commit id is at most
   ** this (commit id 0, as given by bf_put, always replays).  Default
   ** UINT64_MAX.  The SQLite module passes the last id its database
@@ -165,9 +173,17 @@ int bf_close(bf_tree *tree);
 void bf_abandon(bf_tree *tree);
 
 /* Make everything written so far durable in the data file (a checkpoint:
-** dirty mini-page records merged, structure recorded, fsync).  Readers and
-** writers may run at the same time. */
+** dirty mini-page records merged, structure recorded, fsync), and empty the
+** log.  Readers and writers may run at the same time: the dirty records are
+** first merged while they run; writers then wait only while the records
+** they dirtied meanwhile are merged and the structure is written (the
+** statistic checkpoint_stall_us sums those waits). */
 int bf_checkpoint(bf_tree *tree);
+
+/* Checkpoint if the log has grown past wal_size_limit and no other
+** checkpoint of this kind is running; BF_OK when nothing was due.  For
+** callers that set auto_checkpoint to false. */
+int bf_checkpoint_if_due(bf_tree *tree);
 
 /* The size limits for this tree's page size.  A key longer than
 ** bf_max_key_size() or a key plus value longer than bf_max_record_size() is
@@ -395,6 +411,9 @@ typedef struct bf_stats {
   uint64_t commits;                /* transactions and autocommit writes
                                    ** logged */
   uint64_t checkpoints;            /* checkpoints written */
+  uint64_t checkpoint_stall_us;    /* microseconds writers were held off
+                                   ** by checkpoints (the write gate held
+                                   ** or awaited exclusive), in total */
   uint64_t wal_bytes;              /* bytes in the log since its last reset */
   uint64_t io_mode;                /* enum bf_io_mode in use (never AUTO) */
   uint64_t direct_io;              /* 1 when O_DIRECT is in use */

@@ -768,6 +768,8 @@ static int vt_init(sqlite3 *db, void *pAux, int argc, const char *const *argv,
                         : schema->synchronous == BFX_SYNC_FULL ? BF_SYNC_FULL
                                                                : BF_SYNC_NORMAL;
   e->opts.wal = !is_temp; /* an anonymous file needs no log */
+  e->opts.auto_checkpoint = false; /* bfxCommit checkpoints, unlocked */
+  if (schema->wal_size_limit) e->opts.wal_size_limit = schema->wal_size_limit;
 
   if (create || e->temporary) {
     /* Eager open: CREATE reports a bad file, a busy file or bad options
@@ -1996,21 +1998,25 @@ done:
 
 /* -------------------------------------------------------- transactions */
 
-/* Drop the writer lock and the transaction state (txn already ended). */
-static void txn_end(bfx_vtab *vt) {
+/* Drop the writer lock and the transaction state (txn already ended), and
+** hand back the reference to the tree taken by txn_open (NULL if none): the
+** caller releases it (bfx_shared_release). */
+static bfx_shared *txn_end_keep(bfx_vtab *vt) {
+  bfx_shared *sh = vt->tsh;
   if (vt->holds_lock) {
     bfx_shared_writer_unlock(vt->tsh, vt);
     vt->holds_lock = false;
     vt->conn->writers--;
   }
-  if (vt->tsh) {
-    bfx_shared_release(vt->tsh); /* the reference taken by txn_open */
-    vt->tsh = NULL;
-  }
+  vt->tsh = NULL;
   vt->prepared = false;
   vt->nmarks = 0;
   keyset_clear(&vt->moved);
+  return sh;
 }
+
+/* Drop the writer lock and the transaction state (txn already ended). */
+static void txn_end(bfx_vtab *vt) { bfx_shared_release(txn_end_keep(vt)); }
 
 /*
 ** xBegin's work: a transaction on the table's tree, without the writer lock
@@ -2219,7 +2225,15 @@ static int bfxCommit(sqlite3_vtab *tab) {
     vt->txn = NULL;
     if (st != BF_OK) rc = vt_engine_error(vt, st, "commit");
   }
-  txn_end(vt);
+  /* The checkpoint the log may call for, once the table's writer lock is
+  ** released (trees are opened with auto_checkpoint off): the table's
+  ** other writers then wait only for its short last phase, in the engine.
+  ** An error is sticky in the tree and shows at its next write. */
+  bfx_shared *sh = txn_end_keep(vt);
+  if (sh) {
+    (void)bf_checkpoint_if_due(sh->tree);
+    bfx_shared_release(sh);
+  }
   return rc;
 }
 

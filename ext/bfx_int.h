@@ -158,6 +158,7 @@ typedef struct bfx_schema {
   uint64_t buffer_size;
   uint32_t page_size;
   int synchronous;       /* enum bfx_sync */
+  uint64_t wal_size_limit; /* 0: the engine's default */
 } bfx_schema;
 
 /* Parse the module arguments argv[3..argc) (argv as given to xCreate).

@@ -17,6 +17,9 @@
 **   synchronous  off | normal | full: syncing of the      full
 **                engine's log at each commit, as SQLite's
 **                PRAGMA synchronous (bf_options.synchronous)
+**   wal_size_limit  bytes (units as buffer_size), at      64MiB
+**                least 64KiB: the log size past which the
+**                next commit checkpoints
 **
 ** COLUMNS.  The definitions are handed to SQLite itself (CREATE TABLE in a
 ** private in-memory database) so that names, types and constraints are
@@ -148,15 +151,18 @@ static bool parse_size(const char *z, uint64_t *out) {
   return false;
 }
 
-#define OPTION_LIST "file, buffer_size, page_size, synchronous"
+#define OPTION_LIST "file, buffer_size, page_size, synchronous, wal_size_limit"
+#define OPTION_COUNT 5
+#define MIN_WAL_SIZE_LIMIT (64u << 10)
 
 static int parse_option(bfx_schema *s, const char *arg, size_t nlen,
-                        const char *zval, bool seen[4], char **pzErr) {
+                        const char *zval, bool seen[OPTION_COUNT],
+                        char **pzErr) {
   const char *name = skip_space(arg);
-  static const char *const names[] = {"file", "buffer_size", "page_size",
-                                      "synchronous"};
+  static const char *const names[OPTION_COUNT] = {
+      "file", "buffer_size", "page_size", "synchronous", "wal_size_limit"};
   int which = -1;
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < OPTION_COUNT; i++)
     if (strlen(names[i]) == nlen && sqlite3_strnicmp(name, names[i], (int)nlen) == 0)
       which = i;
   if (which < 0) {
@@ -206,6 +212,19 @@ static int parse_option(bfx_schema *s, const char *arg, size_t nlen,
         rc = SQLITE_ERROR;
       } else {
         s->page_size = (uint32_t)ps;
+      }
+      break;
+    }
+    case 4: {
+      uint64_t sz;
+      if (!parse_size(v, &sz) || sz < MIN_WAL_SIZE_LIMIT) {
+        *pzErr = sqlite3_mprintf(
+            "bftree: bad wal_size_limit '%s': give a size of at least 64KiB, "
+            "such as '256MiB' (a whole number with an optional unit B, K, KB, "
+            "KiB, M, MB, MiB, G, GB or GiB; all binary multiples)", v);
+        rc = SQLITE_ERROR;
+      } else {
+        s->wal_size_limit = sz;
       }
       break;
     }
@@ -450,7 +469,7 @@ done:
 
 int bfx_schema_parse(int argc, const char *const *argv, bfx_schema **out,
                      char **pzErr) {
-  bool seen[4] = {false, false, false, false};
+  bool seen[OPTION_COUNT] = {false};
   int rc = SQLITE_OK;
   *out = NULL;
   bfx_schema *s = sqlite3_malloc64(sizeof *s);

@@ -239,6 +239,10 @@ static int statFilter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr,
   ADD(read_ahead_leaves);
   ADD(read_ahead_dropped);
   ADD(mini_grows);
+  ADD(commits);
+  ADD(checkpoints);
+  ADD(checkpoint_stall_us);
+  ADD(wal_bytes);
   ADD(io_mode);
   ADD(direct_io);
   if (rc == SQLITE_OK) {

@@ -59,3 +59,22 @@ INSERT INTO d3 VALUES('a', 'X'), ('B', 'y');
 SELECT k FROM d3 WHERE v = 'x';
 SELECT k FROM d3 ORDER BY k;
 SELECT k FROM d3 ORDER BY v;
+-- wal_size_limit: the log size past which a commit checkpoints (after the
+-- commit, outside the table's writer lock); default 64MiB
+CREATE VIRTUAL TABLE w1 USING bftree(k INTEGER PRIMARY KEY, v, wal_size_limit='64KiB');
+CREATE VIRTUAL TABLE w2 USING bftree(k INTEGER PRIMARY KEY, v);
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
+INSERT INTO w1 SELECT i, printf('%0100d', i) FROM c;
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
+INSERT INTO w2 SELECT i, printf('%0100d', i) FROM c;
+SELECT name, value FROM bftree_stat('w1') WHERE name IN ('commits', 'checkpoints');
+SELECT 'w1 log emptied', value < 65536 FROM bftree_stat('w1') WHERE name = 'wal_bytes';
+SELECT name, value FROM bftree_stat('w2') WHERE name IN ('commits', 'checkpoints');
+SELECT 'w2 log kept', value > 200000 FROM bftree_stat('w2') WHERE name = 'wal_bytes';
+INSERT INTO w1 VALUES(2001, 'x');
+SELECT name, value FROM bftree_stat('w1') WHERE name IN ('commits', 'checkpoints');
+SELECT count(*), sum(length(v)) FROM w1;
+SELECT bftree_check('w1');
+CREATE VIRTUAL TABLE b USING bftree(k, wal_size_limit='63KiB');
+CREATE VIRTUAL TABLE b USING bftree(k, wal_size_limit='lots');
+CREATE VIRTUAL TABLE b USING bftree(k, wal_size_limit='1MiB', wal_size_limit='2MiB');

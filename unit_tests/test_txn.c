@@ -7,6 +7,8 @@
 **   crash: nothing flushed, no checkpoint); replay_limit; a torn log tail;
 **   a corrupt record in the middle (recovery stops there, says so, keeps
 **   the damaged log).
+** - Checkpoints: auto_checkpoint and bf_checkpoint_if_due; checkpoints
+**   taken while a writer commits, then a crash and recovery.
 ** - Crash points: a child process commits numbered transactions and
 **   reports each after commit returns; the fault simulator kills it at its
 **   Nth data-file or log write (optionally tearing that write), which lands
@@ -19,6 +21,8 @@
 #include "bf_int.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -325,6 +329,151 @@ static void test_covered_log(void **state) {
   assert_int_equal(bf_close(t), BF_OK);
 }
 
+/* auto_checkpoint: on (default), a commit that finds the log past
+** wal_size_limit checkpoints; off, none does, and bf_checkpoint_if_due
+** runs the checkpoint the log calls for (and nothing when it calls for
+** none). */
+static void test_checkpoint_if_due(void **state) {
+  (void)state;
+  for (int automatic = 0; automatic < 2; automatic++) {
+    bf_options o;
+    small_options(&o);
+    o.wal_size_limit = 64 << 10;
+    o.synchronous = BF_SYNC_NORMAL;
+    o.auto_checkpoint = automatic;
+    bf_tree *t = open_tree(&o);
+    bf_stats st;
+    assert_int_equal(bf_checkpoint_if_due(t), BF_OK); /* nothing due */
+    bf_stats_get(t, &st);
+    uint64_t base = st.checkpoints; /* bf_open's own, if any */
+    for (int i = 0; i < 2000; i++) {
+      char k[16], v[64];
+      snprintf(k, sizeof k, "k%05d", i);
+      snprintf(v, sizeof v, "%060d", i);
+      assert_int_equal(bf_put(t, k, strlen(k), v, strlen(v)), BF_OK);
+    }
+    bf_stats_get(t, &st);
+    if (automatic) {
+      assert_true(st.checkpoints > base);
+      assert_true(st.wal_bytes < o.wal_size_limit);
+    } else {
+      assert_int_equal(st.checkpoints, base);
+      assert_true(st.wal_bytes > o.wal_size_limit);
+      assert_int_equal(st.checkpoint_stall_us, 0);
+      assert_int_equal(bf_checkpoint_if_due(t), BF_OK);
+      bf_stats_get(t, &st);
+      assert_int_equal(st.checkpoints, base + 1);
+      assert_true(st.wal_bytes < 4096 + 256);
+      assert_true(st.checkpoint_stall_us > 0);
+      assert_int_equal(bf_checkpoint_if_due(t), BF_OK); /* not due again */
+      bf_stats_get(t, &st);
+      assert_int_equal(st.checkpoints, base + 1);
+    }
+    bf_abandon(t); /* what the checkpoint did not cover replays */
+    t = open_tree(&o);
+    check_value(t, "k00000", "000000000000000000000000000000000000000000000000000000000000");
+    char want[64];
+    snprintf(want, sizeof want, "%060d", 1999);
+    check_value(t, "k01999", want);
+    assert_int_equal(bf_close(t), BF_OK);
+    unlink(path);
+    unlink(wal_path);
+  }
+}
+
+/* Checkpoints while a writer commits: bf_checkpoint first merges the dirty
+** mini-pages without the write gate (the writer goes on, its leaves split
+** and merge meanwhile), then finishes under it.  The writer commits
+** transactions of a few random keys (new keys split leaves, old ones are
+** overwritten); the main thread checkpoints over and over.  Then a crash
+** (bf_abandon) and recovery from the last checkpoint and the log: every key
+** holds the value of the last committed transaction that wrote it. */
+#define CC_KEYS 4000
+struct cc_state {
+  bf_tree *tree;
+  uint64_t seed;
+  uint32_t last[CC_KEYS]; /* writer's: last transaction per key, 0 = none */
+  atomic_bool stop;
+  _Atomic uint32_t committed;
+  int error;
+};
+
+static void cc_value(uint32_t key, uint32_t txn, char *v, size_t cap) {
+  snprintf(v, cap, "%05u:%07u:%0*u", key, txn, (int)(txn % 40), 0);
+}
+
+static void *cc_writer(void *arg) {
+  struct cc_state *s = arg;
+  uint64_t rnd = s->seed;
+  for (uint32_t txn = 1; !atomic_load(&s->stop) || txn < 200; txn++) {
+    bf_txn *x;
+    uint32_t keys[4];
+    int rc = bf_txn_begin(s->tree, &x);
+    for (int j = 0; j < 4 && rc == BF_OK; j++) {
+      char k[16], v[80];
+      keys[j] = (uint32_t)(test_rand(&rnd) % CC_KEYS);
+      snprintf(k, sizeof k, "key%05u", keys[j]);
+      cc_value(keys[j], txn, v, sizeof v);
+      rc = bf_txn_put(x, k, strlen(k), v, strlen(v));
+    }
+    if (rc == BF_OK) rc = bf_txn_commit(x);
+    else bf_txn_abort(x);
+    if (rc != BF_OK) {
+      s->error = rc;
+      return NULL;
+    }
+    for (int j = 0; j < 4; j++) s->last[keys[j]] = txn;
+    atomic_store(&s->committed, txn);
+  }
+  return NULL;
+}
+
+static void test_checkpoint_concurrent(void **state) {
+  (void)state;
+  static struct cc_state s;
+  memset(&s, 0, sizeof s);
+  s.seed = test_seed("checkpoint_concurrent");
+  bf_options o;
+  small_options(&o);
+  o.synchronous = BF_SYNC_NORMAL;
+  o.auto_checkpoint = false; /* only this test's checkpoints */
+  s.tree = open_tree(&o);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, cc_writer, &s), 0);
+  int checkpoints = 0;
+  while (checkpoints < 20 || atomic_load(&s.committed) < 3000) {
+    usleep(1000); /* dirty leaves for the first phase to merge */
+    assert_int_equal(bf_checkpoint(s.tree), BF_OK);
+    checkpoints++;
+    if (s.error) break;
+  }
+  atomic_store(&s.stop, true);
+  pthread_join(th, NULL);
+  if (s.error) fail_msg("writer: %s", bf_strerror(s.error));
+  bf_stats st;
+  bf_stats_get(s.tree, &st);
+  assert_true(st.splits > 0); /* the writer's leaves split meanwhile */
+  bf_abandon(s.tree);
+  bf_tree *t = open_tree(&o);
+  char *err = NULL;
+  if (bf_check(t, &err) != BF_OK) fail_msg("bf_check: %s", err);
+  uint32_t present = 0;
+  for (uint32_t key = 0; key < CC_KEYS; key++) {
+    char k[16], want[80];
+    snprintf(k, sizeof k, "key%05u", key);
+    if (s.last[key] == 0) {
+      check_value(t, k, NULL);
+      continue;
+    }
+    cc_value(key, s.last[key], want, sizeof want);
+    check_value(t, k, want);
+    present++;
+  }
+  printf("[ CKPT     ] %d checkpoints during %u transactions; %u keys recovered\n",
+         checkpoints, atomic_load(&s.committed), present);
+  assert_int_equal(bf_close(t), BF_OK);
+}
+
 /* The child of a crash run: commit transactions until killed. Each
 ** transaction i writes "t<i>-<j>" for j < width and sets "last" = i. */
 static void crash_child(int report_fd, uint64_t first, int width, bool torn) {
@@ -448,6 +597,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_covered_log, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_checkpoint_if_due, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_checkpoint_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
