@@ -995,6 +995,7 @@ void bf_gate_init(struct bf_gate *gate);
 void bf_gate_destroy(struct bf_gate *gate);
 void bf_gate_shared(struct bf_gate *gate);
 void bf_gate_exclusive(struct bf_gate *gate);
+bool bf_gate_try_exclusive(struct bf_gate *gate);
 void bf_gate_release(struct bf_gate *gate);
 
 /* ========================================================================

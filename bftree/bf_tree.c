@@ -142,6 +142,28 @@ void bf_gate_exclusive(struct bf_gate *g) {
   pthread_mutex_unlock(&g->mutex);
 }
 
+/* Take the gate exclusive unless it is held exclusive: now, or by another
+** thread that gets it first while this one waits for the shared holders to
+** leave.  Exclusive holders other than checkpoints are prepared
+** transactions, which may hold it for long (the SQLite module's hold it
+** while their database commits, which may wait for this very thread's
+** connection).  Returns true when the gate is now held exclusive. */
+bool bf_gate_try_exclusive(struct bf_gate *g) {
+  pthread_mutex_lock(&g->mutex);
+  if (g->exclusive) {
+    pthread_mutex_unlock(&g->mutex);
+    return false;
+  }
+  g->writers_waiting++;
+  /* exclusive turns true only once shared is 0 (bf_gate_exclusive). */
+  while (g->shared && !g->exclusive) pthread_cond_wait(&g->cond, &g->mutex);
+  bool got = !g->exclusive;
+  g->writers_waiting--;
+  if (got) g->exclusive = true;
+  pthread_mutex_unlock(&g->mutex);
+  return got;
+}
+
 /* Release whichever mode the gate is held in (exclusive, or one shared
 ** holder). */
 void bf_gate_release(struct bf_gate *g) {
@@ -1749,7 +1771,10 @@ static double now_seconds(void) {
 ** whatever is dirty under the gate); the first only shortens it.  Its error,
 ** if any, is set in the tree and refuses the second.
 */
-int bf_checkpoint(bf_tree *t) {
+/* bf_checkpoint, and bf_checkpoint_if_due with wait false: then BF_BUSY
+** when the gate is held exclusive (see bf_gate_try_exclusive), after the
+** first phase. */
+static int checkpoint_two_phase(bf_tree *t, bool wait) {
   int rc = atomic_load(&t->error);
   if (rc != BF_OK) return BF_READONLY;
   uint64_t merged = UINT64_MAX, previous;
@@ -1761,7 +1786,10 @@ int bf_checkpoint(bf_tree *t) {
   }
   if (rc != BF_OK && atomic_load(&t->error) != BF_OK) return rc;
   double start = now_seconds();
-  bf_gate_exclusive(&t->checkpoint_gate);
+  if (wait)
+    bf_gate_exclusive(&t->checkpoint_gate);
+  else if (!bf_gate_try_exclusive(&t->checkpoint_gate))
+    return BF_BUSY;
   rc = checkpoint_locked(t, false);
   bf_gate_release(&t->checkpoint_gate);
   BF_COUNT(t, checkpoint_stall_us,
@@ -1772,12 +1800,14 @@ int bf_checkpoint(bf_tree *t) {
   return rc;
 }
 
+int bf_checkpoint(bf_tree *t) { return checkpoint_two_phase(t, true); }
+
 int bf_checkpoint_if_due(bf_tree *t) {
   bool expect = false;
   if (!t->wal || bf_wal_size(t->wal) < t->opts.wal_size_limit) return BF_OK;
   if (!atomic_compare_exchange_strong(&t->checkpoint_running, &expect, true))
     return BF_OK; /* another thread is at it */
-  int rc = bf_checkpoint(t);
+  int rc = checkpoint_two_phase(t, false);
   atomic_store(&t->checkpoint_running, false);
   return rc;
 }

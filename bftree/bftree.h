@@ -122,8 +122,8 @@ typedef struct bf_options {
   ** it returns.  False: the caller, with bf_checkpoint_if_due(), at a moment
   ** when it holds no lock of its own that other writers wait for (the
   ** SQLite module does, after a commit has released its table's writer
-  ** lock).  Either way the tree's writers wait only for the short last
-  ** phase of a checkpoint (see bf_checkpoint). */
+  ** lock).  Either way the tree's writers wait only for the last phase of
+  ** a checkpoint (see bf_checkpoint). */
   bool auto_checkpoint;
   /* Recovery replays committed transactions whose commit id is at most
   ** this (commit id 0, as given by bf_put, always replays).  Default
@@ -177,12 +177,17 @@ void bf_abandon(bf_tree *tree);
 ** log.  Readers and writers may run at the same time: the dirty records are
 ** first merged while they run; writers then wait only while the records
 ** they dirtied meanwhile are merged and the structure is written (the
-** statistic checkpoint_stall_us sums those waits). */
+** statistic checkpoint_stall_us sums those waits), and the checkpoint waits
+** for any prepared transaction to end. */
 int bf_checkpoint(bf_tree *tree);
 
 /* Checkpoint if the log has grown past wal_size_limit and no other
-** checkpoint of this kind is running; BF_OK when nothing was due.  For
-** callers that set auto_checkpoint to false. */
+** checkpoint of this kind is running; BF_OK when nothing was due.  Unlike
+** bf_checkpoint it never waits for a prepared transaction (one holds the
+** gate from bf_txn_prepare to its commit, which may wait for the caller):
+** it then returns BF_BUSY after the first phase, and the checkpoint stays
+** due.  The automatic checkpoints (auto_checkpoint) are this call; callers
+** that set auto_checkpoint to false make it themselves. */
 int bf_checkpoint_if_due(bf_tree *tree);
 
 /* The size limits for this tree's page size.  A key longer than

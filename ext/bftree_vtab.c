@@ -2216,22 +2216,26 @@ static int bfxCommit(sqlite3_vtab *tab) {
   bfx_vtab *vt = (bfx_vtab *)tab;
   vt->write_gen++; /* a held row copy is no longer current */
   int rc = SQLITE_OK;
+  bool committed = false; /* writes committed (not a read-only txn) */
   if (vt->txn) {
     cursors_detach(vt);
+    committed = vt->prepared || bf_txn_size(vt->txn) > 0;
     /* Not prepared with writes: xSync was not called (SQLite always calls
     ** it); commit with id 0, which recovery always replays. */
-    int st = vt->prepared || bf_txn_size(vt->txn) > 0 ? bf_txn_commit(vt->txn)
-                                                      : bf_txn_abort(vt->txn);
+    int st = committed ? bf_txn_commit(vt->txn) : bf_txn_abort(vt->txn);
     vt->txn = NULL;
     if (st != BF_OK) rc = vt_engine_error(vt, st, "commit");
   }
-  /* The checkpoint the log may call for, once the table's writer lock is
-  ** released (trees are opened with auto_checkpoint off): the table's
-  ** other writers then wait only for its short last phase, in the engine.
-  ** An error is sticky in the tree and shows at its next write. */
+  /* The checkpoint the log may call for, after a commit of writes, once
+  ** the table's writer lock is released (trees are opened with
+  ** auto_checkpoint off): the table's other writers then wait only for its
+  ** last phase, in the engine.  It does not wait for another transaction
+  ** prepared meanwhile (BF_BUSY: left due, for the next commit; that one
+  ** may be waiting for this connection's locks).  An error is sticky in
+  ** the tree and shows at its next write. */
   bfx_shared *sh = txn_end_keep(vt);
   if (sh) {
-    (void)bf_checkpoint_if_due(sh->tree);
+    if (committed && rc == SQLITE_OK) (void)bf_checkpoint_if_due(sh->tree);
     bfx_shared_release(sh);
   }
   return rc;

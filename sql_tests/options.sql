@@ -78,3 +78,14 @@ SELECT bftree_check('w1');
 CREATE VIRTUAL TABLE b USING bftree(k, wal_size_limit='63KiB');
 CREATE VIRTUAL TABLE b USING bftree(k, wal_size_limit='lots');
 CREATE VIRTUAL TABLE b USING bftree(k, wal_size_limit='1MiB', wal_size_limit='2MiB');
+-- a commit that wrote nothing does not checkpoint: here it is committed
+-- first, while the same file's writing declaration holds the tree prepared
+CREATE VIRTUAL TABLE w3 USING bftree(k INTEGER PRIMARY KEY, v, wal_size_limit='64KiB');
+CREATE VIRTUAL TABLE temp.w3b USING bftree(k INTEGER PRIMARY KEY, v, file='@TESTDIR@/test.db-w3.bftree');
+BEGIN;
+INSERT INTO w3b SELECT 1, 2 WHERE 0;
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000)
+INSERT INTO w3 SELECT i, printf('%0100d', i) FROM c;
+COMMIT;
+SELECT name, value FROM bftree_stat('w3') WHERE name IN ('commits', 'checkpoints');
+SELECT count(*) FROM w3b;

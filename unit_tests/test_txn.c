@@ -381,6 +381,48 @@ static void test_checkpoint_if_due(void **state) {
   }
 }
 
+/* The first phase of a checkpoint runs without the write gate, and
+** bf_checkpoint_if_due does not wait for a prepared transaction: with one
+** prepared by this very thread (holding the gate), it merges the dirty
+** leaves, then returns BF_BUSY instead of waiting for itself; the log stays
+** due, and the checkpoint happens once the transaction has committed. */
+static void test_checkpoint_busy(void **state) {
+  (void)state;
+  bf_options o;
+  small_options(&o);
+  o.wal_size_limit = 64 << 10;
+  o.synchronous = BF_SYNC_NORMAL;
+  o.auto_checkpoint = false;
+  bf_tree *t = open_tree(&o);
+  for (int i = 0; i < 2000; i++) {
+    char k[16], v[64];
+    snprintf(k, sizeof k, "k%05d", i);
+    snprintf(v, sizeof v, "%060d", i);
+    assert_int_equal(bf_put(t, k, strlen(k), v, strlen(v)), BF_OK);
+  }
+  bf_stats before, after;
+  bf_stats_get(t, &before);
+  bf_txn *x;
+  assert_int_equal(bf_txn_begin(t, &x), BF_OK);
+  assert_int_equal(bf_txn_put(x, "zz", 2, "prepared", 8), BF_OK);
+  assert_int_equal(bf_txn_prepare(x, 0), BF_OK); /* holds the gate */
+  assert_int_equal(bf_checkpoint_if_due(t), BF_BUSY);
+  bf_stats_get(t, &after);
+  assert_true(after.merges > before.merges); /* the first phase ran */
+  assert_int_equal(after.checkpoints, before.checkpoints);
+  assert_true(after.wal_bytes > o.wal_size_limit);
+  assert_int_equal(bf_txn_commit(x), BF_OK);
+  assert_int_equal(bf_checkpoint_if_due(t), BF_OK);
+  bf_stats_get(t, &after);
+  assert_int_equal(after.checkpoints, before.checkpoints + 1);
+  assert_true(after.wal_bytes < o.wal_size_limit);
+  bf_abandon(t);
+  t = open_tree(&o);
+  check_value(t, "zz", "prepared");
+  check_value(t, "k00007", "000000000000000000000000000000000000000000000000000000000007");
+  assert_int_equal(bf_close(t), BF_OK);
+}
+
 /* Checkpoints while a writer commits: bf_checkpoint first merges the dirty
 ** mini-pages without the write gate (the writer goes on, its leaves split
 ** and merge meanwhile), then finishes under it.  The writer commits
@@ -395,7 +437,7 @@ struct cc_state {
   uint32_t last[CC_KEYS]; /* writer's: last transaction per key, 0 = none */
   atomic_bool stop;
   _Atomic uint32_t committed;
-  int error;
+  atomic_int error;
 };
 
 static void cc_value(uint32_t key, uint32_t txn, char *v, size_t cap) {
@@ -419,7 +461,7 @@ static void *cc_writer(void *arg) {
     if (rc == BF_OK) rc = bf_txn_commit(x);
     else bf_txn_abort(x);
     if (rc != BF_OK) {
-      s->error = rc;
+      atomic_store(&s->error, rc);
       return NULL;
     }
     for (int j = 0; j < 4; j++) s->last[keys[j]] = txn;
@@ -440,16 +482,18 @@ static void test_checkpoint_concurrent(void **state) {
   s.tree = open_tree(&o);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, cc_writer, &s), 0);
-  int checkpoints = 0;
+  int checkpoints = 0, rc = BF_OK;
   while (checkpoints < 20 || atomic_load(&s.committed) < 3000) {
     usleep(1000); /* dirty leaves for the first phase to merge */
-    assert_int_equal(bf_checkpoint(s.tree), BF_OK);
+    rc = bf_checkpoint(s.tree);
+    if (rc != BF_OK || atomic_load(&s.error)) break;
     checkpoints++;
-    if (s.error) break;
   }
   atomic_store(&s.stop, true);
   pthread_join(th, NULL);
-  if (s.error) fail_msg("writer: %s", bf_strerror(s.error));
+  if (rc != BF_OK) fail_msg("bf_checkpoint: %s", bf_strerror(rc));
+  if (atomic_load(&s.error))
+    fail_msg("writer: %s", bf_strerror(atomic_load(&s.error)));
   bf_stats st;
   bf_stats_get(s.tree, &st);
   assert_true(st.splits > 0); /* the writer's leaves split meanwhile */
@@ -598,6 +642,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_covered_log, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_if_due, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_checkpoint_busy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
   };
