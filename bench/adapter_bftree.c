@@ -143,13 +143,14 @@ static int bfc_close(void *db) {
   bf_stats_get(h->tree, &s);
   printf("ycsb: bftree-c: stats: hits %llu misses %llu leaf reads %llu writes %llu "
          "bytes read %.1f MiB written %.1f MiB merges %llu evictions %llu splits %llu "
-         "checkpoints %llu leaves %llu height %u\n",
+         "checkpoints %llu (stall %.3f s) leaves %llu height %u\n",
          (unsigned long long)s.cache_hits, (unsigned long long)s.cache_misses,
          (unsigned long long)s.leaf_reads, (unsigned long long)s.leaf_writes,
          (double)s.bytes_read / 1048576, (double)s.bytes_written / 1048576,
          (unsigned long long)s.merges, (unsigned long long)s.evictions,
          (unsigned long long)s.splits, (unsigned long long)s.checkpoints,
-         (unsigned long long)s.leaf_pages, s.tree_height);
+         (double)s.checkpoint_stall_us * 1e-6, (unsigned long long)s.leaf_pages,
+         s.tree_height);
   printf("ycsb: bftree-c: buffer: used %.1f MiB live %.1f MiB, record promotions %llu "
          "phantoms %llu refused %llu (sketch %.2f MiB) page promotions %llu (warm fills %llu) grows %llu copy-on-access %llu "
          "(full pages shrunk %llu), laps %.2f; mini-pages",

@@ -329,6 +329,24 @@ static void test_covered_log(void **state) {
   assert_int_equal(bf_close(t), BF_OK);
 }
 
+/* Options of the checkpoint tests: a 64 KiB log limit. */
+static void checkpoint_options(bf_options *o, bool automatic) {
+  small_options(o);
+  o->wal_size_limit = 64 << 10;
+  o->synchronous = BF_SYNC_NORMAL;
+  o->auto_checkpoint = automatic;
+}
+
+/* 2000 puts "k%05d" -> 60 digits of the number: ~150 KB of log. */
+static void put_numbered(bf_tree *t) {
+  for (int i = 0; i < 2000; i++) {
+    char k[16], v[64];
+    snprintf(k, sizeof k, "k%05d", i);
+    snprintf(v, sizeof v, "%060d", i);
+    assert_int_equal(bf_put(t, k, strlen(k), v, strlen(v)), BF_OK);
+  }
+}
+
 /* auto_checkpoint: on (default), a commit that finds the log past
 ** wal_size_limit checkpoints; off, none does, and bf_checkpoint_if_due
 ** runs the checkpoint the log calls for (and nothing when it calls for
@@ -337,21 +355,13 @@ static void test_checkpoint_if_due(void **state) {
   (void)state;
   for (int automatic = 0; automatic < 2; automatic++) {
     bf_options o;
-    small_options(&o);
-    o.wal_size_limit = 64 << 10;
-    o.synchronous = BF_SYNC_NORMAL;
-    o.auto_checkpoint = automatic;
+    checkpoint_options(&o, automatic);
     bf_tree *t = open_tree(&o);
     bf_stats st;
     assert_int_equal(bf_checkpoint_if_due(t), BF_OK); /* nothing due */
     bf_stats_get(t, &st);
     uint64_t base = st.checkpoints; /* bf_open's own, if any */
-    for (int i = 0; i < 2000; i++) {
-      char k[16], v[64];
-      snprintf(k, sizeof k, "k%05d", i);
-      snprintf(v, sizeof v, "%060d", i);
-      assert_int_equal(bf_put(t, k, strlen(k), v, strlen(v)), BF_OK);
-    }
+    put_numbered(t);
     bf_stats_get(t, &st);
     if (automatic) {
       assert_true(st.checkpoints > base);
@@ -389,17 +399,9 @@ static void test_checkpoint_if_due(void **state) {
 static void test_checkpoint_busy(void **state) {
   (void)state;
   bf_options o;
-  small_options(&o);
-  o.wal_size_limit = 64 << 10;
-  o.synchronous = BF_SYNC_NORMAL;
-  o.auto_checkpoint = false;
+  checkpoint_options(&o, false);
   bf_tree *t = open_tree(&o);
-  for (int i = 0; i < 2000; i++) {
-    char k[16], v[64];
-    snprintf(k, sizeof k, "k%05d", i);
-    snprintf(v, sizeof v, "%060d", i);
-    assert_int_equal(bf_put(t, k, strlen(k), v, strlen(v)), BF_OK);
-  }
+  put_numbered(t);
   bf_stats before, after;
   bf_stats_get(t, &before);
   bf_txn *x;
