@@ -1601,11 +1601,9 @@ static int flush_write_batch(bf_tree *t, struct flush_write *fw, uint32_t n,
 ** another flush_all, which keeps the same order, and a split, which latches
 ** only leaves it has just added (a flush_all that latched one first finds it
 ** without a mini-page and lets it go at once).  Without memory for a batch,
-** one read and one write at a time.  *merged (if not NULL) gets the number
-** of leaves merged. */
-static int flush_all(bf_tree *t, bool drop, uint64_t *merged) {
+** one read and one write at a time. */
+static int flush_all(bf_tree *t, bool drop) {
   uint32_t done = 0;
-  uint64_t count = 0;
   int rc = BF_OK;
   struct flush_item items[FLUSH_BATCH];
   struct flush_write writes[FLUSH_BATCH];
@@ -1640,7 +1638,6 @@ static int flush_all(bf_tree *t, bool drop, uint64_t *merged) {
           fw->id = id;
           fw->w.buf = NULL;
           rc = leaf_merge(t, id, e, pre, &split, pages ? &fw->w : NULL);
-          if (rc == BF_OK) count++;
           if (rc == BF_NOMEM && pending &&
               atomic_load(&t->error) == BF_OK) {
             /* The pending merges hold a page buffer each: write them, then
@@ -1673,7 +1670,6 @@ static int flush_all(bf_tree *t, bool drop, uint64_t *merged) {
     done = n;
   }
   bf_big_free(pages, (size_t)FLUSH_BATCH * t->page_size);
-  if (merged) *merged = count;
   return rc;
 }
 
@@ -1719,7 +1715,7 @@ static int checkpoint_locked(bf_tree *t, bool closing) {
   /* Everything logged so far is in the tree (the gate is held exclusive:
   ** no append is under way), so the checkpoint covers the log up to here. */
   uint64_t lsn = t->wal ? bf_wal_end_lsn(t->wal) : 0;
-  rc = flush_all(t, closing, NULL);
+  rc = flush_all(t, closing);
   if (rc == BF_OK && closing) bf_buf_discard(t->buf);
   if (rc == BF_OK) rc = bf_inner_for_each_leaf(t->inner, image_add, &b);
   if (rc == BF_OK) {
@@ -1756,18 +1752,17 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Passes of bf_checkpoint's first phase, at most. */
-#define PREFLUSH_PASSES 4
-
 /*
 ** A checkpoint in two phases.  First, without the gate, flush_all merges
 ** every dirty mini-page while writers go on (each leaf under its latch, as
-** an eviction's merge does), and again over what they dirtied meanwhile,
-** while that shrinks by half or more (up to PREFLUSH_PASSES passes, down
-** to a batch); then, holding the gate exclusive, the checkpoint proper
-** flushes what turned dirty during the last pass and writes the image.
-** Writers wait only for the second phase, not for every leaf written since
-** the last checkpoint.  Correctness rests on the second phase alone (it flushes
+** an eviction's merge does); then, holding the gate exclusive, the
+** checkpoint proper flushes what turned dirty meanwhile and writes the
+** image.  Writers wait only for the second phase, not for every leaf
+** written since the last checkpoint.  One pass: on YCSB-A through SQL with
+** 4 threads (53.7K leaves), the first merged 41K leaves, a second over what
+** the writers dirtied meanwhile 12K, a third 9K: more passes wrote 33% more
+** bytes over the run (one pass: 10% more) to cut the wait from 0.33-0.36 s
+** to 0.28 s per checkpoint (from 0.94 s with no first phase).  Correctness rests on the second phase alone (it flushes
 ** whatever is dirty under the gate); the first only shortens it.  Its error,
 ** if any, is set in the tree and refuses the second.
 */
@@ -1777,13 +1772,7 @@ static double now_seconds(void) {
 static int checkpoint_two_phase(bf_tree *t, bool wait) {
   int rc = atomic_load(&t->error);
   if (rc != BF_OK) return BF_READONLY;
-  uint64_t merged = UINT64_MAX, previous;
-  for (int pass = 0; pass < PREFLUSH_PASSES; pass++) {
-    previous = merged;
-    rc = flush_all(t, false, &merged);
-    if (rc != BF_OK) break;
-    if (merged <= FLUSH_BATCH || merged > previous / 2) break;
-  }
+  rc = flush_all(t, false);
   if (rc != BF_OK && atomic_load(&t->error) != BF_OK) return rc;
   double start = now_seconds();
   if (wait)
