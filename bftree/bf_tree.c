@@ -1753,39 +1753,48 @@ static double now_seconds(void) {
 }
 
 /*
+** bf_checkpoint (wait true) and bf_checkpoint_if_due (wait false).
+**
 ** A checkpoint in two phases.  First, without the gate, flush_all merges
 ** every dirty mini-page while writers go on (each leaf under its latch, as
 ** an eviction's merge does); then, holding the gate exclusive, the
 ** checkpoint proper flushes what turned dirty meanwhile and writes the
 ** image.  Writers wait only for the second phase, not for every leaf
-** written since the last checkpoint.  One pass: on YCSB-A through SQL with
-** 4 threads (53.7K leaves), the first merged 41K leaves, a second over what
-** the writers dirtied meanwhile 12K, a third 9K: more passes wrote 33% more
-** bytes over the run (one pass: 10% more) to cut the wait from 0.33-0.36 s
-** to 0.28 s per checkpoint (from 0.94 s with no first phase).  Correctness rests on the second phase alone (it flushes
-** whatever is dirty under the gate); the first only shortens it.  Its error,
-** if any, is set in the tree and refuses the second.
+** written since the last checkpoint.  Correctness rests on the second
+** phase alone (it flushes whatever is dirty under the gate); the first only
+** shortens it.  An error of the first that put the tree in its error state
+** is returned at once; any other (no memory for a batch) is left to the
+** second to meet again.  Without wait, the second phase is skipped when the
+** gate is held exclusive (bf_gate_try_exclusive): BF_BUSY.
+**
+** One pass: on YCSB-A through SQL with 4 threads (53.7K leaves), the first
+** merged 41K leaves, a second over what the writers dirtied meanwhile 12K,
+** a third 9K: more passes wrote 33% more bytes over the run (one pass: 10%
+** more) to cut the wait from 0.33-0.36 s to 0.28 s per checkpoint (0.94 s
+** with no first phase).
 */
-/* bf_checkpoint, and bf_checkpoint_if_due with wait false: then BF_BUSY
-** when the gate is held exclusive (see bf_gate_try_exclusive), after the
-** first phase. */
 static int checkpoint_two_phase(bf_tree *t, bool wait) {
   int rc = atomic_load(&t->error);
   if (rc != BF_OK) return BF_READONLY;
   rc = flush_all(t, false);
   if (rc != BF_OK && atomic_load(&t->error) != BF_OK) return rc;
   double start = now_seconds();
+  bool held = true;
   if (wait)
     bf_gate_exclusive(&t->checkpoint_gate);
-  else if (!bf_gate_try_exclusive(&t->checkpoint_gate))
-    return BF_BUSY;
-  rc = checkpoint_locked(t, false);
-  bf_gate_release(&t->checkpoint_gate);
+  else
+    held = bf_gate_try_exclusive(&t->checkpoint_gate);
+  if (held) {
+    rc = checkpoint_locked(t, false);
+    bf_gate_release(&t->checkpoint_gate);
+  } else {
+    rc = BF_BUSY;
+  }
   BF_COUNT(t, checkpoint_stall_us,
            (uint64_t)((now_seconds() - start) * 1e6));
   /* The image's memory, given back outside the gate (a trim walks the
   ** heap: writers must not wait for it). */
-  bf_release_free_memory();
+  if (held) bf_release_free_memory();
   return rc;
 }
 
