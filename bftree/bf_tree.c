@@ -1753,7 +1753,8 @@ static double now_seconds(void) {
 }
 
 /*
-** bf_checkpoint (wait true) and bf_checkpoint_if_due (wait false).
+** bf_checkpoint (wait true), bf_checkpoint_nowait and bf_checkpoint_if_due
+** (wait false).
 **
 ** A checkpoint in two phases.  First, without the gate, flush_all merges
 ** every dirty mini-page while writers go on (each leaf under its latch, as
@@ -1799,6 +1800,8 @@ static int checkpoint_two_phase(bf_tree *t, bool wait) {
 }
 
 int bf_checkpoint(bf_tree *t) { return checkpoint_two_phase(t, true); }
+
+int bf_checkpoint_nowait(bf_tree *t) { return checkpoint_two_phase(t, false); }
 
 int bf_checkpoint_if_due(bf_tree *t) {
   bool expect = false;

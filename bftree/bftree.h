@@ -181,6 +181,12 @@ void bf_abandon(bf_tree *tree);
 ** for any prepared transaction to end. */
 int bf_checkpoint(bf_tree *tree);
 
+/* bf_checkpoint, except that it does not wait for a prepared transaction:
+** when one holds the gate it returns BF_BUSY after the first phase (the
+** merges).  For callers that may hold something the transaction's commit
+** waits for (an SQL statement holding its database's lock). */
+int bf_checkpoint_nowait(bf_tree *tree);
+
 /* Checkpoint if the log has grown past wal_size_limit and no other
 ** checkpoint of this kind is running; BF_OK when nothing was due.  Unlike
 ** bf_checkpoint it never waits for a prepared transaction (one holds the

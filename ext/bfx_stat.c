@@ -5,15 +5,17 @@
 **   SELECT * FROM bftree_stat('t');          -- name, value rows
 **   SELECT value FROM bftree_stat('t') WHERE name = 'leaf_pages';
 **   SELECT bftree_check('t');                -- 'ok' or the first problem
+**   SELECT bftree_checkpoint('t');           -- 'ok': merged, log emptied
 **
 ** bftree_stat is an eponymous-only table-valued function with the hidden
 ** column tbl (the table name, optionally "schema.table").  Its rows are the
 ** fields of bf_stats (one row per mini-page size class for the arrays, named
 ** mini_pages_<bytes>), then file, max_key_size and max_record_size.
-** bftree_check(name) runs bf_check() on the table's tree.
+** bftree_check(name) runs bf_check() on the table's tree;
+** bftree_checkpoint(name) bf_checkpoint_nowait().
 **
 ** A table that this connection has not used yet is connected first by
-** preparing a statement that names it.  Both are DIRECTONLY: they read the
+** preparing a statement that names it.  All are DIRECTONLY: they use the
 ** file system, so they may not run from triggers or views.
 */
 #include "sqlite3ext.h"
@@ -334,6 +336,48 @@ static void check_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   free(msg);
 }
 
+/* ------------------------------------------------------ bftree_checkpoint */
+
+/* bftree_checkpoint(name): merge the table's buffered writes into its data
+** file and empty its log now (as when the log reaches wal_size_limit).
+** Returns 'ok'.  Never waits for another connection's commit of the table
+** (that commit may be waiting for this statement's database lock):
+** SQLITE_BUSY then, to be tried again. */
+static void checkpoint_func(sqlite3_context *ctx, int argc,
+                            sqlite3_value **argv) {
+  bfx_conn *conn = sqlite3_user_data(ctx);
+  (void)argc;
+  const char *name = (const char *)sqlite3_value_text(argv[0]);
+  if (!name) {
+    sqlite3_result_error(ctx, "bftree_checkpoint needs a table name", -1);
+    return;
+  }
+  bfx_entry *e = NULL;
+  char *err = NULL;
+  int rc = bfx_lookup_table(conn, name, &e, &err);
+  if (rc != SQLITE_OK) {
+    sqlite3_result_error(ctx, err ? err : "bftree_checkpoint failed", -1);
+    sqlite3_result_error_code(ctx, rc);
+    sqlite3_free(err);
+    return;
+  }
+  int st = bf_checkpoint_nowait(e->shared->tree);
+  if (st == BF_OK) {
+    sqlite3_result_text(ctx, "ok", 2, SQLITE_STATIC);
+    return;
+  }
+  char *msg =
+      st == BF_BUSY
+          ? sqlite3_mprintf("bftree_checkpoint: table %s: another connection "
+                            "is committing a transaction on it; try again",
+                            name)
+          : sqlite3_mprintf("bftree_checkpoint: table %s: %s", name,
+                            bf_strerror(st));
+  sqlite3_result_error(ctx, msg ? msg : "bftree_checkpoint failed", -1);
+  sqlite3_result_error_code(ctx, bfx_sqlite_rc(st));
+  sqlite3_free(msg);
+}
+
 static void check_destroy(void *p) { bfx_conn_unref((bfx_conn *)p); }
 
 int bfx_stat_register(sqlite3 *db, bfx_conn *conn) {
@@ -342,7 +386,12 @@ int bfx_stat_register(sqlite3 *db, bfx_conn *conn) {
                                     check_destroy);
   if (rc != SQLITE_OK) return rc;
   bfx_conn_ref(conn);
-  return sqlite3_create_function_v2(db, "bftree_check", 1,
+  rc = sqlite3_create_function_v2(db, "bftree_check", 1,
+                                  SQLITE_UTF8 | SQLITE_DIRECTONLY, conn,
+                                  check_func, NULL, NULL, check_destroy);
+  if (rc != SQLITE_OK) return rc;
+  bfx_conn_ref(conn);
+  return sqlite3_create_function_v2(db, "bftree_checkpoint", 1,
                                     SQLITE_UTF8 | SQLITE_DIRECTONLY, conn,
-                                    check_func, NULL, NULL, check_destroy);
+                                    checkpoint_func, NULL, NULL, check_destroy);
 }

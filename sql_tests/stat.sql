@@ -27,3 +27,18 @@ SELECT * FROM bftree_stat(NULL);
 SELECT bftree_check(NULL);
 CREATE VIEW v AS SELECT * FROM bftree_stat('t');
 SELECT * FROM v;
+-- bftree_checkpoint: merge the buffered writes and empty the log now
+.open @TESTDIR@/ck.db
+.load ./bftree
+CREATE VIRTUAL TABLE c USING bftree(k INTEGER PRIMARY KEY, v);
+INSERT INTO c VALUES(1, 'one'), (2, 'two');
+SELECT name, value FROM bftree_stat('c') WHERE name IN ('checkpoints', 'merges');
+SELECT 'log holds the commit', value > 0 FROM bftree_stat('c') WHERE name = 'wal_bytes';
+SELECT bftree_checkpoint('c');
+SELECT name, value FROM bftree_stat('c') WHERE name IN ('checkpoints', 'merges', 'wal_bytes');
+SELECT * FROM c;
+SELECT bftree_checkpoint('main.c');
+SELECT bftree_checkpoint('nope');
+SELECT bftree_checkpoint(NULL);
+CREATE VIEW vc AS SELECT bftree_checkpoint('c');
+SELECT * FROM vc;

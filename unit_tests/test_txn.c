@@ -392,7 +392,8 @@ static void test_checkpoint_if_due(void **state) {
 }
 
 /* The first phase of a checkpoint runs without the write gate, and
-** bf_checkpoint_if_due does not wait for a prepared transaction: with one
+** bf_checkpoint_if_due and bf_checkpoint_nowait do not wait for a prepared
+** transaction: with one
 ** prepared by this very thread (holding the gate), it merges the dirty
 ** leaves, then returns BF_BUSY instead of waiting for itself; the log stays
 ** due, and the checkpoint happens once the transaction has committed. */
@@ -409,6 +410,7 @@ static void test_checkpoint_busy(void **state) {
   assert_int_equal(bf_txn_put(x, "zz", 2, "prepared", 8), BF_OK);
   assert_int_equal(bf_txn_prepare(x, 0), BF_OK); /* holds the gate */
   assert_int_equal(bf_checkpoint_if_due(t), BF_BUSY);
+  assert_int_equal(bf_checkpoint_nowait(t), BF_BUSY);
   bf_stats_get(t, &after);
   assert_true(after.merges > before.merges); /* the first phase ran */
   assert_int_equal(after.checkpoints, before.checkpoints);
