@@ -47,6 +47,13 @@
 **      and is itself fsynced before pending pages become reusable.
 **   3. Every page number handed out is >= BF_FIRST_DATA_PAGE and
 **      < next_page; free and pending hold no duplicates.
+**
+** ALLOCATION ORDER: after each checkpoint and at load the free list is
+** sorted so that the lowest free page is handed out first; live pages then
+** drift to the front of the file, and once a checkpoint is durable the
+** file's tail, where all of it is free, is truncated (space_trim).  A file
+** whose every leaf is rewritten between checkpoints doubles, then goes
+** back to the front at the next round of rewrites and gives the rest back.
 */
 #include "bf_int.h"
 
@@ -88,6 +95,40 @@ static int list_append(struct page_list *dst, const struct page_list *src) {
   for (size_t i = 0; i < src->count && rc == BF_OK; i++)
     rc = list_push(dst, src->pages[i]);
   return rc;
+}
+
+static int page_cmp_desc(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Sort the free list in decreasing order: bf_space_alloc takes from its
+** end, so the lowest free page goes first and live pages drift to the
+** front of the file, leaving its tail free for space_trim. */
+static void space_sort_free(struct bf_space *s) {
+  if (s->free.count > 1)
+    qsort(s->free.pages, s->free.count, sizeof *s->free.pages, page_cmp_desc);
+}
+
+/* Give the file's tail back to the file system where every page of it is
+** free (the list sorted by space_sort_free), and lower next_page to match.
+** Lock held: no page is handed out while the file shrinks.  Only after a
+** checkpoint is durable: the checkpoint lists those pages as free, and a
+** page past the end of the file is as good a free page as any (written
+** again, it extends the file).  Best effort: when the truncation fails,
+** the pages stay free.  Never lengthens the file (after a reopen, the
+** superblock's page count may exceed the file's size). */
+static void space_trim(struct bf_space *s, struct bf_io *io, uint32_t ps) {
+  size_t n = 0;
+  while (n < s->free.count && s->free.pages[n] == s->next_page - 1 - n) n++;
+  if (n == 0) return;
+  uint64_t size = 0, keep = (s->next_page - n) * (uint64_t)ps;
+  if (bf_io_file_size(io, &size) != BF_OK) return;
+  if (size > keep && bf_io_truncate(io, keep) != BF_OK) return;
+  memmove(s->free.pages, s->free.pages + n,
+          (s->free.count - n) * sizeof *s->free.pages);
+  s->free.count -= n;
+  s->next_page -= n;
 }
 
 int bf_space_create(uint64_t next_page, struct bf_space **out) {
@@ -414,6 +455,10 @@ int bf_ckpt_write(struct bf_io *io, struct bf_space *s,
   s->pending.count = 0;
   s->meta.count = 0;
   if (rc == BF_OK) rc = list_append(&s->meta, &meta);
+  if (rc == BF_OK) {
+    space_sort_free(s);
+    space_trim(s, io, ps);
+  }
   pthread_mutex_unlock(&s->lock);
   if (rc != BF_OK) *uncertain = true; /* durable, but the lists are not */
   goto out;
@@ -543,6 +588,7 @@ int bf_ckpt_load(struct bf_io *io, struct bf_ckpt_image *image,
     }
     rc = list_push(&s->free, fp);
   }
+  if (rc == BF_OK) space_sort_free(s);
   if (rc == BF_CORRUPT && errmsg && !*errmsg)
     *errmsg = bf_mprintf("checkpoint metadata is damaged");
   if (rc == BF_OK) {

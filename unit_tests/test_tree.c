@@ -3,7 +3,8 @@
 ** public API: put/get/delete, overwrite, limits, empty and tiny keys,
 ** splits, eviction with merges, scans in both directions with every bound
 ** kind, reopen, warm fill of an empty buffer and the shrinking of its full
-** pages, prefetch, read admission, bf_make_room, bad options, a foreign file, a locked file, corrupt pages.
+** pages, prefetch, read admission, bf_make_room, the data file giving back
+** its free tail, bad options, a foreign file, a locked file, corrupt pages.
 */
 #include "test_util.h"
 
@@ -847,6 +848,71 @@ static void test_warm_shrink(void **state) {
 /* A checkpoint reads the pages of the leaves it merges in batches (one
 ** io_uring submission per FLUSH_BATCH leaves, bf_tree.c flush_all): one
 ** dirty record in each of many leaves, a checkpoint, then every value. */
+/* The data file gives back its free tail.  A leaf page that the last
+** checkpoint references is never overwritten: its next merge writes a new
+** page and the old one is free once the next checkpoint is durable.  So
+** rewriting every leaf after a checkpoint doubles the file; allocating the
+** lowest free page first puts the next rewrite back at the front, and the
+** checkpoint after it truncates the now free second half. */
+static void test_file_shrinks(void **state) {
+  struct fixture *f = *state;
+  const uint32_t n = 6000;
+  f->opts.buffer_size = 4u << 20;
+  f->opts.warm_fill = false;
+  open_tree(f);
+  char k[32], v[64];
+  size_t klen;
+  struct stat st;
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 1, v)), BF_OK);
+  }
+  assert_int_equal(bf_checkpoint(f->tree), BF_OK);
+  bf_stats s1, s;
+  bf_stats_get(f->tree, &s1);
+  uint64_t most = 0, least_after_most = UINT64_MAX;
+  for (uint32_t round = 2; round <= 4; round++) {
+    for (uint32_t i = 0; i < n; i++) { /* every leaf rewritten */
+      key_of(i, k, &klen);
+      assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, round, v)),
+                       BF_OK);
+    }
+    assert_int_equal(bf_checkpoint(f->tree), BF_OK);
+    bf_stats_get(f->tree, &s);
+    if (s.file_pages > most) {
+      most = s.file_pages;
+      least_after_most = UINT64_MAX;
+    } else if (s.file_pages < least_after_most) {
+      least_after_most = s.file_pages;
+      assert_int_equal(stat(f->path, &st), 0); /* truncated to match */
+      assert_int_equal((uint64_t)st.st_size, s.file_pages * s.page_size);
+    }
+  }
+  /* Round 2 doubled the file (1 + 86 leaves + metadata: 91 pages, then
+  ** 176); round 3 went back to the front and gave the rest back. */
+  assert_true(most > s1.file_pages + s1.leaf_pages / 2);
+  assert_true(least_after_most < s1.file_pages + s1.leaf_pages / 4);
+  check_ok(f->tree);
+  for (int pass = 0; pass < 2; pass++) {
+    for (uint32_t i = 0; i < n; i++) check_version(f->tree, i, 4);
+    reopen(f);
+  }
+  /* After a reopen the superblock may count more pages than the file has
+  ** (it was written before the truncation): free pages past the end are
+  ** used like any other. */
+  for (uint32_t round = 5; round <= 6; round++) {
+    for (uint32_t i = 0; i < n; i++) {
+      key_of(i, k, &klen);
+      assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, round, v)),
+                       BF_OK);
+    }
+    assert_int_equal(bf_checkpoint(f->tree), BF_OK);
+    check_ok(f->tree);
+    reopen(f);
+    for (uint32_t i = 0; i < n; i++) check_version(f->tree, i, round);
+  }
+}
+
 static void test_checkpoint_read_ahead(void **state) {
   struct fixture *f = *state;
   const uint32_t n = 6000;
@@ -926,14 +992,20 @@ static void test_corrupt_page(void **state) {
     assert_int_equal(bf_put(f->tree, k, klen, "0123456789", 10), BF_OK);
   }
   reopen(f);
+  /* The page of a leaf in the middle (a free page may hold a stale copy,
+  ** so the file's contents alone do not tell). */
+  bf_stats s;
+  bf_stats_get(f->tree, &s);
+  uint64_t victim = bf_map_get(f->tree->map, (uint32_t)(s.leaf_pages / 2))->disk_page;
   assert_int_equal(bf_close(f->tree), BF_OK);
   f->tree = NULL;
-  /* flip a byte in the middle of page 3 (a leaf or metadata page) */
+  /* flip a byte in the middle of that page */
   int fd = open(f->path, O_RDWR);
   uint8_t b;
-  assert_int_equal(pread(fd, &b, 1, 3 * 4096 + 2000), 1);
+  off_t at = (off_t)(victim * 4096 + 2000);
+  assert_int_equal(pread(fd, &b, 1, at), 1);
   b ^= 0x40;
-  assert_int_equal(pwrite(fd, &b, 1, 3 * 4096 + 2000), 1);
+  assert_int_equal(pwrite(fd, &b, 1, at), 1);
   close(fd);
   char *err = NULL;
   int rc = bf_open(f->path, &f->opts, &f->tree, &err);
@@ -976,6 +1048,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_promote_full_mini, setup, teardown),
       cmocka_unit_test_setup_teardown(test_make_room, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_read_ahead, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_file_shrinks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_foreign_and_locked, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_page, setup, teardown),
