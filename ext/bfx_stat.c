@@ -310,23 +310,34 @@ static sqlite3_module stat_module = {
 
 /* ----------------------------------------------------------- bftree_check */
 
-static void check_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+/* The table named by a function's argument, opened; NULL after setting the
+** function's error (no name, no such table, cannot be opened). */
+static bfx_entry *function_table(sqlite3_context *ctx, sqlite3_value *arg,
+                                 const char *function) {
   bfx_conn *conn = sqlite3_user_data(ctx);
-  (void)argc;
-  const char *name = (const char *)sqlite3_value_text(argv[0]);
+  const char *name = (const char *)sqlite3_value_text(arg);
   if (!name) {
-    sqlite3_result_error(ctx, "bftree_check needs a table name", -1);
-    return;
+    char *msg = sqlite3_mprintf("%s needs a table name", function);
+    sqlite3_result_error(ctx, msg ? msg : "a table name is needed", -1);
+    sqlite3_free(msg);
+    return NULL;
   }
   bfx_entry *e = NULL;
   char *err = NULL;
   int rc = bfx_lookup_table(conn, name, &e, &err);
   if (rc != SQLITE_OK) {
-    sqlite3_result_error(ctx, err ? err : "bftree_check failed", -1);
+    sqlite3_result_error(ctx, err ? err : "no such bftree table", -1);
     sqlite3_result_error_code(ctx, rc);
     sqlite3_free(err);
-    return;
+    return NULL;
   }
+  return e;
+}
+
+static void check_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  bfx_entry *e = function_table(ctx, argv[0], "bftree_check");
+  if (!e) return;
   char *msg = NULL;
   int st = bf_check(e->shared->tree, &msg);
   if (st == BF_OK)
@@ -345,22 +356,10 @@ static void check_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 ** SQLITE_BUSY then, to be tried again. */
 static void checkpoint_func(sqlite3_context *ctx, int argc,
                             sqlite3_value **argv) {
-  bfx_conn *conn = sqlite3_user_data(ctx);
   (void)argc;
+  bfx_entry *e = function_table(ctx, argv[0], "bftree_checkpoint");
+  if (!e) return;
   const char *name = (const char *)sqlite3_value_text(argv[0]);
-  if (!name) {
-    sqlite3_result_error(ctx, "bftree_checkpoint needs a table name", -1);
-    return;
-  }
-  bfx_entry *e = NULL;
-  char *err = NULL;
-  int rc = bfx_lookup_table(conn, name, &e, &err);
-  if (rc != SQLITE_OK) {
-    sqlite3_result_error(ctx, err ? err : "bftree_checkpoint failed", -1);
-    sqlite3_result_error_code(ctx, rc);
-    sqlite3_free(err);
-    return;
-  }
   int st = bf_checkpoint_nowait(e->shared->tree);
   if (st == BF_OK) {
     sqlite3_result_text(ctx, "ok", 2, SQLITE_STATIC);
