@@ -154,6 +154,10 @@ static bool parse_size(const char *z, uint64_t *out) {
 #define OPTION_LIST "file, buffer_size, page_size, synchronous, wal_size_limit"
 #define OPTION_COUNT 5
 #define MIN_WAL_SIZE_LIMIT (64u << 10)
+/* What parse_size accepts, for the messages of the size options. */
+#define SIZE_FORM                                                          \
+  "(a whole number with an optional unit B, K, KB, KiB, M, MB, MiB, G, GB " \
+  "or GiB; all binary multiples)"
 
 static int parse_option(bfx_schema *s, const char *arg, size_t nlen,
                         const char *zval, bool seen[OPTION_COUNT],
@@ -193,9 +197,8 @@ static int parse_option(bfx_schema *s, const char *arg, size_t nlen,
       uint64_t sz;
       if (!parse_size(v, &sz) || sz == 0) {
         *pzErr = sqlite3_mprintf(
-            "bftree: bad buffer_size '%s': give a size such as '64MiB' (a "
-            "whole number with an optional unit B, K, KB, KiB, M, MB, MiB, G, "
-            "GB or GiB; all binary multiples)", v);
+            "bftree: bad buffer_size '%s': give a size such as '64MiB' "
+            SIZE_FORM, v);
         rc = SQLITE_ERROR;
       } else {
         s->buffer_size = sz;
@@ -220,8 +223,7 @@ static int parse_option(bfx_schema *s, const char *arg, size_t nlen,
       if (!parse_size(v, &sz) || sz < MIN_WAL_SIZE_LIMIT) {
         *pzErr = sqlite3_mprintf(
             "bftree: bad wal_size_limit '%s': give a size of at least 64KiB, "
-            "such as '256MiB' (a whole number with an optional unit B, K, KB, "
-            "KiB, M, MB, MiB, G, GB or GiB; all binary multiples)", v);
+            "such as '256MiB' " SIZE_FORM, v);
         rc = SQLITE_ERROR;
       } else {
         s->wal_size_limit = sz;

@@ -310,12 +310,14 @@ static sqlite3_module stat_module = {
 
 /* ----------------------------------------------------------- bftree_check */
 
-/* The table named by a function's argument, opened; NULL after setting the
-** function's error (no name, no such table, cannot be opened). */
+/* The table named by a function's argument (*name: that name), opened;
+** NULL after setting the function's error (no name, no such table, cannot
+** be opened). */
 static bfx_entry *function_table(sqlite3_context *ctx, sqlite3_value *arg,
-                                 const char *function) {
+                                 const char *function, const char **name_out) {
   bfx_conn *conn = sqlite3_user_data(ctx);
   const char *name = (const char *)sqlite3_value_text(arg);
+  *name_out = name;
   if (!name) {
     char *msg = sqlite3_mprintf("%s needs a table name", function);
     sqlite3_result_error(ctx, msg ? msg : "a table name is needed", -1);
@@ -336,7 +338,8 @@ static bfx_entry *function_table(sqlite3_context *ctx, sqlite3_value *arg,
 
 static void check_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   (void)argc;
-  bfx_entry *e = function_table(ctx, argv[0], "bftree_check");
+  const char *name;
+  bfx_entry *e = function_table(ctx, argv[0], "bftree_check", &name);
   if (!e) return;
   char *msg = NULL;
   int st = bf_check(e->shared->tree, &msg);
@@ -357,9 +360,9 @@ static void check_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 static void checkpoint_func(sqlite3_context *ctx, int argc,
                             sqlite3_value **argv) {
   (void)argc;
-  bfx_entry *e = function_table(ctx, argv[0], "bftree_checkpoint");
+  const char *name;
+  bfx_entry *e = function_table(ctx, argv[0], "bftree_checkpoint", &name);
   if (!e) return;
-  const char *name = (const char *)sqlite3_value_text(argv[0]);
   int st = bf_checkpoint_nowait(e->shared->tree);
   if (st == BF_OK) {
     sqlite3_result_text(ctx, "ok", 2, SQLITE_STATIC);
