@@ -1009,6 +1009,12 @@ struct bf_tree {
   uint32_t max_mini_class;        /* largest class of a partial mini-page */
   uint32_t full_class;            /* class of a full-page mini-page */
   uint64_t room_target;           /* bytes bf_make_room keeps unused */
+  /* One thread at a time evicts in batches (evict_batch), with these
+  ** EVICT_BATCH pages for its reads (allocated at the first batch): the
+  ** others evict block by block, so that the batches' memory stays one
+  ** batch's however many threads evict. */
+  pthread_mutex_t evict_batch_lock;
+  uint8_t *evict_pages;
   struct bf_io *io;
   struct bf_buf *buf;
   struct bf_map *map;

@@ -35,8 +35,10 @@
 **      table may hold one for a moment, finding nothing to merge), and a
 **      checkpoint's flush_all, which latches up to FLUSH_BATCH leaves in
 **      increasing id order (their page writes go out as one batch), with
-**      or without the gate.  That is deadlock-free only because nobody
-**      else waits for a leaf latch while holding one: keep it so.
+**      or without the gate, and evict_batch, which does the same with up
+**      to EVICT_BATCH leaves.  That is deadlock-free only because both keep
+**      that order and nobody else waits for a leaf latch while holding
+**      one: keep it so.
 **   3. Lock order: checkpoint gate -> leaf latch -> {structure mutex of
 **      bf_inner, mapping-table mutex, space mutex, buffer mutex}.  The last
 **      four are leaves of the order: nothing is acquired while holding them.
@@ -1451,12 +1453,205 @@ static int evict_block(bf_tree *t, uint8_t *node) {
   return rc;
 }
 
+/* Blocks evict_batch claims and evicts together. */
+#define EVICT_BATCH 16
+
+/* A block claimed by evict_batch. */
+struct evict_item {
+  uint8_t *node;
+  uint32_t leaf_id;
+  uint8_t *page;          /* its leaf's page read ahead, or NULL */
+  uint64_t disk_page;     /* which page that is */
+  uint32_t page_version;  /* the leaf's page_version when it was noted */
+  struct merge_write w;   /* a merge whose page write is pending (w.buf) */
+};
+
+static int evict_item_order(const void *a, const void *b) {
+  uint32_t x = ((const struct evict_item *)a)->leaf_id;
+  uint32_t y = ((const struct evict_item *)b)->leaf_id;
+  return x < y ? -1 : x > y;
+}
+
+/* End the eviction of item's claimed block, its leaf e latched exclusively
+** (released here): the leaf loses the mini-page if the block still is it. */
+static void evict_finish(bf_tree *t, struct evict_item *item,
+                         struct bf_leaf_entry *e) {
+  if (bf_buf_node_state(item->node) == BF_BLOCK_READY &&
+      atomic_load_explicit(&e->mini, memory_order_relaxed) == item->node) {
+    atomic_store_explicit(&e->mini, NULL, memory_order_release);
+    BF_COUNT(t, evictions, 1);
+  }
+  bf_buf_evict_done(t->buf, item->node);
+  bf_unlatch_exclusive(&e->latch);
+}
+
+/*
+** Evict up to EVICT_BATCH blocks at the head with their disk I/O batched.
+** Evicting one block at a time, a writer short of space waited for two disk
+** round trips (read the leaf's page, write it merged) per dirty mini-page
+** before looking at the next.  Here:
+**   1. claim the blocks (bf_buf_evict_next) and, under each leaf's shared
+**      latch, note the page of every dirty partial mini-page;
+**   2. read those pages in one batch (used only if the leaf still has that
+**      page and page_version under its exclusive latch, as flush_all's
+**      read-ahead; otherwise the merge reads it again);
+**   3. merge in increasing leaf id with the page writes deferred, write them
+**      in one batch, and end each eviction once its page is written.
+** Holding several leaf latches follows flush_all's rule: increasing id, and
+** no one waits for a latch while holding one except another such batch (same
+** order) and a split, which latches only leaves it has just added.  A leaf
+** met twice (its mini-page moved to a block claimed later in the batch) is
+** evicted on its own afterwards.
+** The caller holds t->evict_batch_lock (the read pages are t's).
+** *freed: bytes of the blocks claimed; *claimed: blocks claimed or retired
+** (0: the cursor could not move, BF_RETRY from bf_buf_evict_next).
+** Errors: as evict_block, a failed merge keeps its block claimed and puts
+** the tree in error; the blocks after it stay claimed too.
+*/
+static int evict_batch(bf_tree *t, uint64_t *freed, uint32_t *claimed) {
+  struct evict_item items[EVICT_BATCH];
+  struct bf_io_request reqs[EVICT_BATCH];
+  struct evict_item *pending[EVICT_BATCH];
+  uint8_t *later[EVICT_BATCH];
+  uint32_t n = 0, retired = 0, nreq = 0, npending = 0, nlater = 0;
+  int rc = BF_OK;
+
+  *freed = 0;
+  /* Past what was asked for, a batch evicts ahead at most a quarter of
+  ** bf_make_room's reserve: more would leave room that reads take as an
+  ** invitation to cache (buffer_has_room). */
+  while (n < EVICT_BATCH && (n == 0 || *freed < t->room_target / 4)) {
+    uint8_t *node;
+    int crc = bf_buf_evict_next(t->buf, &node);
+    if (crc == BF_RETRY) break;
+    if (crc != BF_OK) {
+      rc = crc;
+      break;
+    }
+    if (!node) { /* a dead block, retired */
+      retired++;
+      continue;
+    }
+    *freed += bf_buf_block_size(t->buf, bf_buf_node_class(node));
+    items[n++] = (struct evict_item){.node = node,
+                                     .leaf_id = bf_buf_node_leaf(node)};
+  }
+  *claimed = n + retired;
+
+  /* 1. Note the pages to read.  A claimed block's memory is not reused
+  ** until bf_buf_evict_done; e->mini == node says it is still the leaf's. */
+  for (uint32_t i = 0; i < n; i++) {
+    struct evict_item *it = &items[i];
+    if (NEVER(it->leaf_id >= bf_map_count(t->map))) continue;
+    struct bf_leaf_entry *e = bf_map_get(t->map, it->leaf_id);
+    bf_latch_shared(&e->latch);
+    if (atomic_load_explicit(&e->mini, memory_order_relaxed) == it->node &&
+        bf_buf_node_state(it->node) == BF_BLOCK_READY &&
+        !is_full_page(t, it->node) && e->disk_page != BF_NO_PAGE &&
+        node_has_dirty(it->node)) {
+      if (!t->evict_pages)
+        t->evict_pages =
+            bf_malloc_aligned(4096, (size_t)EVICT_BATCH * t->page_size);
+      if (t->evict_pages) { /* without memory, each merge reads its page */
+        it->page = t->evict_pages + (size_t)i * t->page_size;
+        it->disk_page = e->disk_page;
+        it->page_version = e->page_version;
+        reqs[nreq++] = (struct bf_io_request){
+            it->page, t->page_size, e->disk_page * t->page_size, BF_OK};
+      }
+    }
+    bf_unlatch_shared(&e->latch);
+  }
+
+  /* 2. Read them together. */
+  if (nreq) bf_io_read_batch(t->io, reqs, nreq);
+  for (uint32_t i = 0, r = 0; i < n; i++) {
+    if (!items[i].page) continue;
+    if (reqs[r++].status != BF_OK) {
+      items[i].page = NULL; /* the merge reads it again and reports */
+      continue;
+    }
+    BF_COUNT(t, leaf_reads, 1);
+    BF_COUNT(t, bytes_read, t->page_size);
+    BF_COUNT(t, read_ahead_leaves, 1);
+  }
+
+  /* 3. Merge in leaf id order, the writes deferred. */
+  qsort(items, n, sizeof items[0], evict_item_order);
+  for (uint32_t i = 0; i < n; i++) {
+    struct evict_item *it = &items[i];
+    if (i > 0 && items[i - 1].leaf_id == it->leaf_id) {
+      later[nlater++] = it->node;
+      continue;
+    }
+    if (rc != BF_OK) continue; /* left claimed, see above */
+    if (NEVER(it->leaf_id >= bf_map_count(t->map))) {
+      rc = BF_CORRUPT_BKPT;
+      continue;
+    }
+    struct bf_leaf_entry *e = bf_map_get(t->map, it->leaf_id);
+    bf_latch_exclusive(&e->latch);
+    uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+    if (bf_buf_node_state(it->node) == BF_BLOCK_READY && mini == it->node &&
+        node_has_dirty(mini_node(t, mini))) {
+      const uint8_t *pre = NULL;
+      if (it->page && e->disk_page == it->disk_page &&
+          e->page_version == it->page_version)
+        pre = it->page;
+      bool split;
+      it->w.buf = NULL;
+      int mrc = leaf_merge(t, it->leaf_id, e, pre, &split, &it->w);
+      if (mrc != BF_OK) {
+        set_error(t, mrc);
+        bf_unlatch_exclusive(&e->latch);
+        rc = mrc;
+        continue;
+      }
+      if (it->w.buf) {
+        pending[npending++] = it; /* latched until its page is written */
+        continue;
+      }
+    }
+    evict_finish(t, it, e);
+  }
+
+  /* The deferred writes, also after an error (they hold latches). */
+  if (npending) {
+    for (uint32_t k = 0; k < npending; k++)
+      reqs[k] = (struct bf_io_request){pending[k]->w.buf, t->page_size,
+                                       pending[k]->w.target * t->page_size,
+                                       BF_OK};
+    bf_io_write_batch(t->io, reqs, npending);
+    for (uint32_t k = 0; k < npending; k++) {
+      struct evict_item *it = pending[k];
+      struct bf_leaf_entry *e = bf_map_get(t->map, it->leaf_id);
+      int wrc = reqs[k].status;
+      merge_write_done(t, e, it->w.target, it->w.moved, 1, wrc);
+      bf_free_aligned(it->w.buf);
+      if (wrc == BF_OK) {
+        count_page_write(t);
+        BF_COUNT(t, merges, 1);
+        evict_finish(t, it, e);
+      } else {
+        set_error(t, wrc); /* the dirty block stays claimed */
+        bf_unlatch_exclusive(&e->latch);
+        if (rc == BF_OK) rc = wrc;
+      }
+    }
+  }
+  for (uint32_t k = 0; k < nlater && rc == BF_OK; k++)
+    rc = evict_block(t, later[k]);
+  return rc;
+}
+
 /* Evict from the head while a block of size_class would not fit or fewer
 ** than `unused` bytes are unused, but for the second condition no more
 ** than the shortfall seen at the start: the head (and so the unused count)
 ** advances only past finished evictions, so while another thread merges
 ** the oldest block, this one would otherwise evict block after block
-** towards the tail.  No latch held. */
+** towards the tail.  Blocks go EVICT_BATCH at a time (evict_batch) in the
+** thread that holds evict_batch_lock, one at a time in the others.  No
+** latch held. */
 static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
   int idle = 0;
   uint64_t have = bf_buf_unused(t->buf);
@@ -1464,9 +1659,25 @@ static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
   if (size_class > t->full_class) size_class = t->full_class;
   while (bf_buf_needs_eviction(t->buf, size_class) ||
          (freed < shortfall && bf_buf_unused(t->buf) < unused)) {
-    uint8_t *node;
-    int rc = bf_buf_evict_next(t->buf, &node);
-    if (rc == BF_RETRY) {
+    uint64_t got = 0;
+    uint32_t claimed = 1;
+    uint8_t *node = NULL;
+    int rc;
+    if (pthread_mutex_trylock(&t->evict_batch_lock) == 0) {
+      rc = evict_batch(t, &got, &claimed);
+      pthread_mutex_unlock(&t->evict_batch_lock);
+    } else {
+      rc = bf_buf_evict_next(t->buf, &node);
+      if (rc == BF_RETRY) {
+        claimed = 0;
+        rc = BF_OK;
+      } else if (rc == BF_OK && node) {
+        got = bf_buf_block_size(t->buf, bf_buf_node_class(node));
+        rc = evict_block(t, node);
+      }
+    }
+    if (rc != BF_OK) return rc;
+    if (claimed == 0) {
       /* A failed eviction merge leaves its block claimed for good (the
       ** head cannot pass it): once the tree is in error, space may never
       ** come back, so a writer must not retry forever. */
@@ -1476,12 +1687,8 @@ static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
       sched_yield();
       continue;
     }
-    if (rc != BF_OK) return rc;
-    if (!node) continue;
     idle = 0;
-    freed += bf_buf_block_size(t->buf, bf_buf_node_class(node));
-    rc = evict_block(t, node);
-    if (rc != BF_OK) return rc;
+    freed += got;
   }
   return BF_OK;
 }
@@ -1835,6 +2042,8 @@ static void tree_free(bf_tree *t) {
   if (t->wal) bf_wal_close(t->wal);
   if (t->io) bf_io_close(t->io);
   bf_gate_destroy(&t->checkpoint_gate);
+  pthread_mutex_destroy(&t->evict_batch_lock);
+  bf_free_aligned(t->evict_pages);
   free(t->wal_path);
   bf_free(t);
 }
@@ -2089,6 +2298,7 @@ int bf_open(const char *path, const bf_options *opts_in, bf_tree **out,
   t->opts = *opts_in;
   if (t->opts.seed) bf_random_seed(t->opts.seed);
   bf_gate_init(&t->checkpoint_gate);
+  pthread_mutex_init(&t->evict_batch_lock, NULL);
   rc = bf_io_open(path, opts_in->io_mode, opts_in->direct_io, opts_in->create,
                   &t->io, &errmsg);
   if (rc != BF_OK) goto fail;

@@ -414,8 +414,9 @@ typedef struct bf_stats {
   uint64_t warm_fills;             /* of which by a point lookup's warm fill */
   uint64_t page_shrinks;           /* full-page minis cut to their used and
                                    ** dirty records on relocation */
-  uint64_t read_ahead_leaves;      /* leaf pages read ahead by scans and
-                                   ** by checkpoints' merges */
+  uint64_t read_ahead_leaves;      /* leaf pages read ahead by scans, by
+                                   ** checkpoints' merges and by batched
+                                   ** evictions */
   uint64_t read_ahead_dropped;     /* of which dropped unused (the file
                                    ** changed before the scan got there) */
   uint64_t mini_grows;             /* mini-pages moved to a larger class */
