@@ -1009,6 +1009,8 @@ struct bf_tree {
   uint32_t max_mini_class;        /* largest class of a partial mini-page */
   uint32_t full_class;            /* class of a full-page mini-page */
   uint64_t room_target;           /* bytes bf_make_room keeps unused */
+  uint64_t evict_ahead;           /* bytes an eviction batch claims at most
+                                  ** (past its first block) */
   /* One thread at a time evicts in batches (evict_batch), with these
   ** EVICT_BATCH pages for its reads (allocated at the first batch): the
   ** others evict block by block, so that the batches' memory stays one

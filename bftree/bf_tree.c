@@ -1325,11 +1325,15 @@ int bf_prefetch(bf_tree *t, const void *key, size_t klen) {
 /* Whether the buffer has room to cache more without evicting anything: a
 ** full page fits, beyond what bf_make_room keeps unused for writers (that
 ** reserve is not room: caching into it would only move the evictions
-** bf_make_room does ahead of time back under the writers' locks). */
+** bf_make_room does ahead of time back under the writers' locks) and beyond
+** what an eviction batch frees ahead of need (evict_ahead plus its last
+** block), so that eviction never leaves room for reads to cache into
+** without admission. */
 static bool buffer_has_room(bf_tree *t) {
   return !bf_buf_needs_eviction(t->buf, t->full_class) &&
          bf_buf_unused(t->buf) >=
-             t->room_target + bf_buf_block_size(t->buf, t->full_class);
+             t->room_target + t->evict_ahead +
+                 bf_buf_block_size(t->buf, t->full_class);
 }
 
 /* Whether a read miss may cache its whole leaf: only until the buffer's
@@ -1485,12 +1489,48 @@ static void evict_finish(bf_tree *t, struct evict_item *item,
   bf_unlatch_exclusive(&e->latch);
 }
 
+/* Write the deferred merges pending[0..n) in one batch and end each
+** eviction once its page is written (a failed write keeps its dirty block
+** claimed and puts the tree in error, as evict_block).  Returns the first
+** error, BF_OK if none. */
+static int evict_write_pending(bf_tree *t, struct evict_item **pending,
+                               uint32_t n) {
+  struct bf_io_request reqs[EVICT_BATCH];
+  int rc = BF_OK;
+  if (n == 0) return BF_OK;
+  for (uint32_t k = 0; k < n; k++)
+    reqs[k] = (struct bf_io_request){pending[k]->w.buf, t->page_size,
+                                     pending[k]->w.target * t->page_size,
+                                     BF_OK};
+  bf_io_write_batch(t->io, reqs, n);
+  for (uint32_t k = 0; k < n; k++) {
+    struct evict_item *it = pending[k];
+    struct bf_leaf_entry *e = bf_map_get(t->map, it->leaf_id);
+    int wrc = reqs[k].status;
+    merge_write_done(t, e, it->w.target, it->w.moved, 1, wrc);
+    bf_free_aligned(it->w.buf);
+    it->w.buf = NULL;
+    if (wrc == BF_OK) {
+      count_page_write(t);
+      BF_COUNT(t, merges, 1);
+      evict_finish(t, it, e);
+    } else {
+      set_error(t, wrc);
+      bf_unlatch_exclusive(&e->latch);
+      if (rc == BF_OK) rc = wrc;
+    }
+  }
+  return rc;
+}
+
 /*
 ** Evict up to EVICT_BATCH blocks at the head with their disk I/O batched.
 ** Evicting one block at a time, a writer short of space waited for two disk
 ** round trips (read the leaf's page, write it merged) per dirty mini-page
 ** before looking at the next.  Here:
-**   1. claim the blocks (bf_buf_evict_next) and, under each leaf's shared
+**   1. claim the blocks (bf_buf_evict_next): the first, then more while
+**      fewer than t->evict_ahead bytes are claimed (eviction ahead of need
+**      is bounded, see buffer_has_room) and, under each leaf's shared
 **      latch, note the page of every dirty partial mini-page;
 **   2. read those pages in one batch (used only if the leaf still has that
 **      page and page_version under its exclusive latch, as flush_all's
@@ -1506,7 +1546,9 @@ static void evict_finish(bf_tree *t, struct evict_item *item,
 ** *freed: bytes of the blocks claimed; *claimed: blocks claimed or retired
 ** (0: the cursor could not move, BF_RETRY from bf_buf_evict_next).
 ** Errors: as evict_block, a failed merge keeps its block claimed and puts
-** the tree in error; the blocks after it stay claimed too.
+** the tree in error; the blocks after it stay claimed too.  An error of the
+** cursor itself ends the claiming; the blocks claimed before it are evicted
+** and the error returned.
 */
 static int evict_batch(bf_tree *t, uint64_t *freed, uint32_t *claimed) {
   struct evict_item items[EVICT_BATCH];
@@ -1514,18 +1556,15 @@ static int evict_batch(bf_tree *t, uint64_t *freed, uint32_t *claimed) {
   struct evict_item *pending[EVICT_BATCH];
   uint8_t *later[EVICT_BATCH];
   uint32_t n = 0, retired = 0, nreq = 0, npending = 0, nlater = 0;
-  int rc = BF_OK;
+  int rc = BF_OK, claim_rc = BF_OK;
 
   *freed = 0;
-  /* Past what was asked for, a batch evicts ahead at most a quarter of
-  ** bf_make_room's reserve: more would leave room that reads take as an
-  ** invitation to cache (buffer_has_room). */
-  while (n < EVICT_BATCH && (n == 0 || *freed < t->room_target / 4)) {
+  while (n < EVICT_BATCH && (n == 0 || *freed < t->evict_ahead)) {
     uint8_t *node;
     int crc = bf_buf_evict_next(t->buf, &node);
     if (crc == BF_RETRY) break;
     if (crc != BF_OK) {
-      rc = crc;
+      claim_rc = crc;
       break;
     }
     if (!node) { /* a dead block, retired */
@@ -1581,26 +1620,38 @@ static int evict_batch(bf_tree *t, uint64_t *freed, uint32_t *claimed) {
   for (uint32_t i = 0; i < n; i++) {
     struct evict_item *it = &items[i];
     if (i > 0 && items[i - 1].leaf_id == it->leaf_id) {
+      if (it->page) BF_COUNT(t, read_ahead_dropped, 1);
       later[nlater++] = it->node;
       continue;
     }
     if (rc != BF_OK) continue; /* left claimed, see above */
     if (NEVER(it->leaf_id >= bf_map_count(t->map))) {
+      bf_buf_evict_done(t->buf, it->node); /* as evict_block */
       rc = BF_CORRUPT_BKPT;
       continue;
     }
     struct bf_leaf_entry *e = bf_map_get(t->map, it->leaf_id);
     bf_latch_exclusive(&e->latch);
     uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
+    const uint8_t *pre = NULL;
     if (bf_buf_node_state(it->node) == BF_BLOCK_READY && mini == it->node &&
         node_has_dirty(mini_node(t, mini))) {
-      const uint8_t *pre = NULL;
       if (it->page && e->disk_page == it->disk_page &&
           e->page_version == it->page_version)
         pre = it->page;
       bool split;
       it->w.buf = NULL;
       int mrc = leaf_merge(t, it->leaf_id, e, pre, &split, &it->w);
+      if (mrc == BF_NOMEM && npending &&
+          atomic_load_explicit(&t->error, memory_order_relaxed) == BF_OK) {
+        /* The pending merges hold a page each: write them, then merge this
+        ** leaf on its own (as flush_all; a merge that failed without
+        ** putting the tree in error changed nothing that matters). */
+        mrc = evict_write_pending(t, pending, npending);
+        npending = 0;
+        if (mrc == BF_OK) mrc = leaf_merge(t, it->leaf_id, e, pre, &split, NULL);
+        it->w.buf = NULL;
+      }
       if (mrc != BF_OK) {
         set_error(t, mrc);
         bf_unlatch_exclusive(&e->latch);
@@ -1612,36 +1663,16 @@ static int evict_batch(bf_tree *t, uint64_t *freed, uint32_t *claimed) {
         continue;
       }
     }
+    if (it->page && !pre) BF_COUNT(t, read_ahead_dropped, 1);
     evict_finish(t, it, e);
   }
 
   /* The deferred writes, also after an error (they hold latches). */
-  if (npending) {
-    for (uint32_t k = 0; k < npending; k++)
-      reqs[k] = (struct bf_io_request){pending[k]->w.buf, t->page_size,
-                                       pending[k]->w.target * t->page_size,
-                                       BF_OK};
-    bf_io_write_batch(t->io, reqs, npending);
-    for (uint32_t k = 0; k < npending; k++) {
-      struct evict_item *it = pending[k];
-      struct bf_leaf_entry *e = bf_map_get(t->map, it->leaf_id);
-      int wrc = reqs[k].status;
-      merge_write_done(t, e, it->w.target, it->w.moved, 1, wrc);
-      bf_free_aligned(it->w.buf);
-      if (wrc == BF_OK) {
-        count_page_write(t);
-        BF_COUNT(t, merges, 1);
-        evict_finish(t, it, e);
-      } else {
-        set_error(t, wrc); /* the dirty block stays claimed */
-        bf_unlatch_exclusive(&e->latch);
-        if (rc == BF_OK) rc = wrc;
-      }
-    }
-  }
+  int wrc = evict_write_pending(t, pending, npending);
+  if (rc == BF_OK) rc = wrc;
   for (uint32_t k = 0; k < nlater && rc == BF_OK; k++)
     rc = evict_block(t, later[k]);
-  return rc;
+  return rc != BF_OK ? rc : claim_rc;
 }
 
 /* Evict from the head while a block of size_class would not fit or fewer
@@ -2111,6 +2142,7 @@ static int tree_setup(bf_tree *t, uint32_t page_size, char **errmsg) {
   if (t->room_target > 256 * 1024) t->room_target = 256 * 1024;
   if (t->room_target > t->opts.buffer_size / 16)
     t->room_target = t->opts.buffer_size / 16;
+  t->evict_ahead = t->room_target / 4;
   uint32_t by_divisor =
       bf_buf_class_for(t->buf, page_size / t->opts.max_mini_divisor);
   uint32_t by_record =

@@ -3,8 +3,8 @@
 ** public API: put/get/delete, overwrite, limits, empty and tiny keys,
 ** splits, eviction with merges, scans in both directions with every bound
 ** kind, reopen, warm fill of an empty buffer and the shrinking of its full
-** pages, prefetch, read admission, bf_make_room, the data file giving back
-** its free tail, bad options, a foreign file, a locked file, corrupt pages.
+** pages, prefetch, read admission, bf_make_room, eviction in batches (and a
+** write failing in one), the data file giving back its free tail, bad options, a foreign file, a locked file, corrupt pages.
 */
 #include "test_util.h"
 
@@ -1034,6 +1034,92 @@ static void test_corrupt_page(void **state) {
   }
 }
 
+/* Eviction in batches (evict_batch): once the buffer is full, writes
+** scattered over many leaves evict dirty mini-pages whose pages are read
+** ahead together, and every value stays right.  Then a data-file write
+** fails inside a batch: the write that was evicting gets the error, later
+** writes are refused (nothing hangs on the block left claimed), and after
+** a crash every acknowledged write is there. */
+static void test_evict_batch(void **state) {
+  struct fixture *f = *state;
+  char k[32], v[64], got[64];
+  size_t klen, vlen;
+  const uint32_t n = 20000;
+  f->opts.buffer_size = 256u << 10;
+  f->opts.warm_fill = false;
+  f->opts.read_admission = false;
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, 0, v)), BF_OK);
+  }
+  assert_int_equal(bf_checkpoint(f->tree), BF_OK); /* every leaf on disk */
+  bf_stats s0, s1;
+  bf_stats_get(f->tree, &s0);
+  for (uint32_t version = 1; version <= 2; version++) {
+    for (uint32_t j = 0; j < n; j++) {
+      uint32_t i = (uint32_t)(((uint64_t)j * 7919) % n);
+      key_of(i, k, &klen);
+      assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, version, v)),
+                       BF_OK);
+    }
+  }
+  bf_stats_get(f->tree, &s1);
+  uint64_t merges = s1.merges - s0.merges;
+  uint64_t ahead = s1.read_ahead_leaves - s0.read_ahead_leaves;
+  printf("  %llu merges, %llu of their pages read ahead in batches\n",
+         (unsigned long long)merges, (unsigned long long)ahead);
+  assert_true(merges > 1000);
+  assert_true(ahead >= merges / 2); /* one thread: every eviction batches */
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    assert_int_equal(bf_get(f->tree, k, klen, got, sizeof got, &vlen), BF_OK);
+    assert_int_equal(vlen, warm_value(i, 2, v));
+    assert_memory_equal(got, v, vlen);
+  }
+  check_ok(f->tree);
+
+  /* Every data-file write fails from here on (the log is another file). */
+  static uint32_t acked[20000];
+  for (uint32_t i = 0; i < n; i++) acked[i] = 2;
+  bf_faultsim_set(BF_FAULT_WRITE, 1, true);
+  uint32_t failed_at = n;
+  for (uint32_t j = 0; j < n; j++) {
+    uint32_t i = (uint32_t)(((uint64_t)j * 7919) % n);
+    key_of(i, k, &klen);
+    int rc = bf_put(f->tree, k, klen, v, warm_value(i, 3, v));
+    if (rc == BF_OK) {
+      acked[i] = 3;
+      continue;
+    }
+    assert_int_equal(rc, BF_IOERR);
+    failed_at = j;
+    break;
+  }
+  assert_true(failed_at < n);
+  assert_true(bf_faultsim_hits(BF_FAULT_WRITE) > 0);
+  key_of(0, k, &klen);
+  assert_int_equal(bf_put(f->tree, k, klen, "x", 1), BF_READONLY);
+  bf_abandon(f->tree);
+  f->tree = NULL;
+  bf_faultsim_set(BF_FAULT_WRITE, 0, false);
+  open_tree(f);
+  for (uint32_t i = 0; i < n; i++) {
+    key_of(i, k, &klen);
+    int rc = bf_get(f->tree, k, klen, got, sizeof got, &vlen);
+    assert_int_equal(rc, BF_OK);
+    uint32_t want = warm_value(i, acked[i], v);
+    if (vlen != want || memcmp(got, v, vlen) != 0) {
+      /* the put that failed may or may not be in the log */
+      uint32_t failed = (uint32_t)(((uint64_t)failed_at * 7919) % n);
+      assert_int_equal(i, failed);
+      assert_int_equal(vlen, warm_value(i, 3, v));
+      assert_memory_equal(got, v, vlen);
+    }
+  }
+  check_ok(f->tree);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
@@ -1047,6 +1133,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
       cmocka_unit_test_setup_teardown(test_promote_full_mini, setup, teardown),
       cmocka_unit_test_setup_teardown(test_make_room, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_evict_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_read_ahead, setup, teardown),
       cmocka_unit_test_setup_teardown(test_file_shrinks, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
