@@ -709,6 +709,20 @@ static void check_version(bf_tree *t, uint32_t i, uint32_t version) {
   assert_memory_equal(got, v, vlen);
 }
 
+/* The options of the eviction tests: a 256 KiB buffer that writes fill,
+** no warm fill, no read admission. */
+static void small_buffer_options(struct fixture *f) {
+  f->opts.buffer_size = 256u << 10;
+  f->opts.warm_fill = false;
+  f->opts.read_admission = false;
+}
+
+/* The j-th of n keys in a scattered order (7919 is prime, n a multiple of
+** neither): consecutive writes land on different leaves. */
+static uint32_t scattered(uint32_t j, uint32_t n) {
+  return (uint32_t)(((uint64_t)j * 7919) % n);
+}
+
 /* bf_make_room: once the buffer is full, it evicts until its reserve is
 ** unused; writes that fit the reserve then evict nothing; reads do not
 ** cache into the reserve (it is not room); an empty buffer needs nothing. */
@@ -717,9 +731,7 @@ static void test_make_room(void **state) {
   char k[32], v[128], got[128];
   size_t klen, vlen;
   const uint32_t n = 20000;
-  f->opts.buffer_size = 256u << 10;
-  f->opts.warm_fill = false;
-  f->opts.read_admission = false;
+  small_buffer_options(f);
   f->opts.read_promote_percent = 0; /* a full buffer caches no read */
   open_tree(f);
   bf_stats s0, s1;
@@ -734,7 +746,7 @@ static void test_make_room(void **state) {
   /* Fill it past full with writes in scattered order (dirty mini-pages of
   ** many leaves: evicting them merges). */
   for (uint32_t j = 0; j < n; j++) {
-    uint32_t i = (uint32_t)(((uint64_t)j * 7919) % n);
+    uint32_t i = scattered(j, n);
     key_of(i, k, &klen);
     memset(v, 'a' + (int)(i % 26), 100);
     assert_int_equal(bf_put(f->tree, k, klen, v, 100), BF_OK);
@@ -1045,9 +1057,7 @@ static void test_evict_batch(void **state) {
   char k[32], v[64], got[64];
   size_t klen, vlen;
   const uint32_t n = 20000;
-  f->opts.buffer_size = 256u << 10;
-  f->opts.warm_fill = false;
-  f->opts.read_admission = false;
+  small_buffer_options(f);
   open_tree(f);
   for (uint32_t i = 0; i < n; i++) {
     key_of(i, k, &klen);
@@ -1058,7 +1068,7 @@ static void test_evict_batch(void **state) {
   bf_stats_get(f->tree, &s0);
   for (uint32_t version = 1; version <= 2; version++) {
     for (uint32_t j = 0; j < n; j++) {
-      uint32_t i = (uint32_t)(((uint64_t)j * 7919) % n);
+      uint32_t i = scattered(j, n);
       key_of(i, k, &klen);
       assert_int_equal(bf_put(f->tree, k, klen, v, warm_value(i, version, v)),
                        BF_OK);
@@ -1085,7 +1095,7 @@ static void test_evict_batch(void **state) {
   bf_faultsim_set(BF_FAULT_WRITE, 1, true);
   uint32_t failed_at = n;
   for (uint32_t j = 0; j < n; j++) {
-    uint32_t i = (uint32_t)(((uint64_t)j * 7919) % n);
+    uint32_t i = scattered(j, n);
     key_of(i, k, &klen);
     int rc = bf_put(f->tree, k, klen, v, warm_value(i, 3, v));
     if (rc == BF_OK) {
@@ -1111,7 +1121,7 @@ static void test_evict_batch(void **state) {
     uint32_t want = warm_value(i, acked[i], v);
     if (vlen != want || memcmp(got, v, vlen) != 0) {
       /* the put that failed may or may not be in the log */
-      uint32_t failed = (uint32_t)(((uint64_t)failed_at * 7919) % n);
+      uint32_t failed = scattered(failed_at, n);
       assert_int_equal(i, failed);
       assert_int_equal(vlen, warm_value(i, 3, v));
       assert_memory_equal(got, v, vlen);
