@@ -42,6 +42,8 @@
 **   3. Lock order: checkpoint gate -> leaf latch -> {structure mutex of
 **      bf_inner, mapping-table mutex, space mutex, buffer mutex}.  The last
 **      four are leaves of the order: nothing is acquired while holding them.
+**      evict_batch_lock comes before the leaf latches, and is only ever
+**      try-locked (by an evictor holding no latch).
 **   4. Nobody waits for buffer space while holding a leaf latch: allocation
 **      returns BF_RETRY, the operation unlatches, evicts, and restarts.
 **   5. Writers (put, delete) hold the checkpoint gate shared; a checkpoint
