@@ -19,12 +19,15 @@ static void key_of(int i, char *k, size_t *len) {
 }
 
 /* One faulty session.  acked[i] gets the version of key i acknowledged
-** (0 = deleted/absent).  Returns the number of calls that failed. */
+** (0 = deleted/absent); *evictions grows by the session's evictions.
+** Returns the number of calls that failed.  The buffer is near the
+** minimum (16 pages), so that the session evicts, and its faults hit
+** eviction's merges as well. */
 static int faulty_session(const char *path, enum bf_fault fault, long n,
-                          int *acked, uint64_t *rs) {
+                          int *acked, uint64_t *rs, uint64_t *evictions) {
   bf_options o;
   bf_options_init(&o);
-  o.buffer_size = 72 << 10;
+  o.buffer_size = 20 << 10;
   o.page_size = 1024;
   o.wal_size_limit = 32 << 10;
   o.synchronous = BF_SYNC_FULL;
@@ -76,6 +79,9 @@ static int faulty_session(const char *path, enum bf_fault fault, long n,
     }
   }
   if (c) bf_cursor_close(c);
+  bf_stats st;
+  bf_stats_get(t, &st);
+  *evictions += st.evictions;
   bf_abandon(t);
   bf_faultsim_set(fault, 0, false);
   return failures;
@@ -85,6 +91,7 @@ static void verify(const char *path, const int *acked) {
   bf_options o;
   bf_options_init(&o);
   o.buffer_size = 72 << 10;
+  o.page_size = 1024; /* if it creates the file (no session opened it) */
   bf_tree *t = NULL;
   char *err = NULL;
   int rc = bf_open(path, &o, &t, &err);
@@ -117,13 +124,15 @@ static void run_fault(enum bf_fault fault, const char *name, long max_n) {
   int *acked = calloc(KEYS, sizeof *acked);
   long step = max_n > 60 ? max_n / 60 : 1;
   int total_failures = 0;
+  uint64_t evictions = 0;
   for (long n = 1; n <= max_n; n += step) {
-    total_failures += faulty_session(path, fault, n, acked, &rs);
+    total_failures += faulty_session(path, fault, n, acked, &rs, &evictions);
     verify(path, acked);
     /* unknown outcomes become known after verify: read them back */
     bf_options o;
     bf_options_init(&o);
     o.buffer_size = 72 << 10;
+    o.page_size = 1024;
     bf_tree *t;
     assert_int_equal(bf_open(path, &o, &t, NULL), BF_OK);
     for (int i = 0; i < KEYS; i++) {
@@ -140,9 +149,11 @@ static void run_fault(enum bf_fault fault, const char *name, long max_n) {
     }
     assert_int_equal(bf_close(t), BF_OK);
   }
-  printf("[ FAULTS   ] %s: %d failed calls over %ld runs, all recovered\n", name,
-         total_failures, (max_n + step - 1) / step);
+  printf("[ FAULTS   ] %s: %d failed calls over %ld runs (%llu evictions), "
+         "all recovered\n", name, total_failures, (max_n + step - 1) / step,
+         (unsigned long long)evictions);
   assert_true(total_failures > 0); /* the faults really fired */
+  assert_true(evictions > 0);      /* and eviction ran under them */
   free(acked);
   test_rmdir(dir);
 }
