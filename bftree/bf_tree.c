@@ -1459,6 +1459,22 @@ static int evict_block(bf_tree *t, uint8_t *node) {
   return rc;
 }
 
+/* Whether merging the leaf's mini-page (latched) reads the leaf's page: a
+** dirty partial mini-page of a leaf that has a page on disk.  What
+** flush_read_ahead and evict_batch read ahead. */
+static bool merge_reads_page(bf_tree *t, const struct bf_leaf_entry *e,
+                             const uint8_t *mini) {
+  return mini && e->disk_page != BF_NO_PAGE && !is_full_page(t, mini) &&
+         node_has_dirty(mini);
+}
+
+/* Count one leaf page read ahead for a merge. */
+static void count_read_ahead(bf_tree *t) {
+  BF_COUNT(t, leaf_reads, 1);
+  BF_COUNT(t, bytes_read, t->page_size);
+  BF_COUNT(t, read_ahead_leaves, 1);
+}
+
 /* Blocks evict_batch claims and evicts together. */
 #define EVICT_BATCH 16
 
@@ -1588,8 +1604,7 @@ static int evict_batch(bf_tree *t, uint64_t *freed, uint32_t *claimed) {
     bf_latch_shared(&e->latch);
     if (atomic_load_explicit(&e->mini, memory_order_relaxed) == it->node &&
         bf_buf_node_state(it->node) == BF_BLOCK_READY &&
-        !is_full_page(t, it->node) && e->disk_page != BF_NO_PAGE &&
-        node_has_dirty(it->node)) {
+        merge_reads_page(t, e, it->node)) {
       if (!t->evict_pages)
         t->evict_pages =
             bf_malloc_aligned(4096, (size_t)EVICT_BATCH * t->page_size);
@@ -1612,9 +1627,7 @@ static int evict_batch(bf_tree *t, uint64_t *freed, uint32_t *claimed) {
       items[i].page = NULL; /* the merge reads it again and reports */
       continue;
     }
-    BF_COUNT(t, leaf_reads, 1);
-    BF_COUNT(t, bytes_read, t->page_size);
-    BF_COUNT(t, read_ahead_leaves, 1);
+    count_read_ahead(t);
   }
 
   /* 3. Merge in leaf id order, the writes deferred. */
@@ -1769,8 +1782,7 @@ static uint32_t flush_read_ahead(bf_tree *t, uint32_t base, uint32_t end,
     struct bf_leaf_entry *e = bf_map_get(t->map, id);
     bf_latch_shared(&e->latch);
     uint8_t *mini = atomic_load_explicit(&e->mini, memory_order_relaxed);
-    if (mini && e->disk_page != BF_NO_PAGE && !is_full_page(t, mini) &&
-        node_has_dirty(mini)) {
+    if (merge_reads_page(t, e, mini)) {
       items[n] = (struct flush_item){id, e->disk_page, e->page_version, false};
       reqs[n] = (struct bf_io_request){pages + (size_t)n * t->page_size,
                                        t->page_size,
@@ -1784,9 +1796,7 @@ static uint32_t flush_read_ahead(bf_tree *t, uint32_t base, uint32_t end,
   for (uint32_t i = 0; i < n; i++) {
     if (reqs[i].status != BF_OK) continue; /* read again, reported then */
     items[i].ready = true;
-    BF_COUNT(t, leaf_reads, 1);
-    BF_COUNT(t, bytes_read, t->page_size);
-    BF_COUNT(t, read_ahead_leaves, 1);
+    count_read_ahead(t);
   }
   return n;
 }
