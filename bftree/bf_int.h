@@ -878,11 +878,26 @@ int bf_wal_sync(struct bf_wal *wal, uint64_t lsn);
 ** reset (for the checkpoint trigger). */
 uint64_t bf_wal_end_lsn(struct bf_wal *wal);
 uint64_t bf_wal_size(struct bf_wal *wal);
+/* The LSN of the log file's first record, and whether the file holds any
+** (appended, or found at open and not yet replayed and reset). */
+uint64_t bf_wal_base_lsn(struct bf_wal *wal);
+bool bf_wal_has_records(struct bf_wal *wal);
 
 /* Start the log over at base_lsn (>= the current end): everything in it is
 ** covered by a durable checkpoint.  Truncates, writes a new header, syncs.
 ** The caller guarantees no concurrent append. */
 int bf_wal_reset(struct bf_wal *wal, uint64_t base_lsn);
+
+/* Continue the log in a new file at path, the old one renamed prev_path
+** (see bf_wal.c, bf_wal_rotate): *lsn is the first LSN of the new file, and
+** every record below it is durable in prev_path.  BF_BUSY when prev_path
+** exists; BF_INVALID when the log is recovering or broken. */
+int bf_wal_rotate(struct bf_wal *wal, const char *path, const char *prev_path,
+                  uint64_t *lsn);
+
+/* Remove the log file at path, durably (the directory synced).  BF_OK
+** (also when there was none) or BF_IOERR. */
+int bf_wal_remove(const char *path);
 
 /* What replay found. */
 struct bf_wal_replay_info {
@@ -1027,6 +1042,13 @@ struct bf_tree {
   /* Writers hold it shared; a checkpoint holds it exclusive, so that no
   ** record turns dirty while it flushes. */
   struct bf_gate checkpoint_gate;
+  /* One checkpoint at a time (bf_checkpoint and friends; before the gate). */
+  pthread_mutex_t checkpoint_mutex;
+  /* While a checkpoint writes its image (gate exclusive), no merge may run:
+  ** evict_until stops when it sees no_merge, and the checkpoint waits until
+  ** no evictor is left (evictors counts the evict_until calls under way). */
+  atomic_bool no_merge;
+  _Atomic int evictors;
   _Atomic int error;              /* sticky: first error that left state
                                   ** uncertain; writes refused after it */
   _Atomic int open_cursors;
@@ -1035,7 +1057,11 @@ struct bf_tree {
                                       ** sizes read-ahead for a row hint */
   /* Durability (bf_txn.c, bf_tree.c). */
   struct bf_wal *wal;             /* NULL when opts.wal is false */
+  /* Paths: the data file, its log and the log before the last rotation
+  ** (bf_rename changes them holding checkpoint_mutex). */
+  char *path;
   char *wal_path;
+  char *wal_prev_path;
   uint64_t file_id;
   _Atomic uint64_t last_commit_id;
   atomic_bool checkpoint_running; /* one size-triggered checkpoint at once */
@@ -1052,6 +1078,13 @@ struct bf_tree {
 
 #define BF_COUNT(tree, field, n) \
   atomic_fetch_add_explicit(&(tree)->count.field, (n), memory_order_relaxed)
+
+#ifdef BF_TESTING
+/* Called by a fuzzy checkpoint (bf_tree.c, checkpoint_two_phase) holding
+** no lock but its checkpoint mutex: step 1 after the log's rotation, step 2
+** after the flush, before the image.  Tests write or arm faults there. */
+extern void (*bf_testing_checkpoint_hook)(bf_tree *tree, int step);
+#endif
 
 /* Refuse a write that cannot be done: BF_READONLY (tree in error),
 ** BF_TOOBIG, BF_INVALID (NULL pointer with a length). */

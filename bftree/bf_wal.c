@@ -160,7 +160,9 @@
 
 
 struct bf_wal {
-  /* Immutable after bf_wal_open. */
+  /* Immutable after bf_wal_open, but for fd: bf_wal_rotate replaces it
+  ** under the mutex while no sync or write-behind uses it (syncing and
+  ** behind_busy are 0). */
   int fd;
   uint64_t file_id;
   pthread_mutex_t mutex;
@@ -172,6 +174,7 @@ struct bf_wal {
   uint64_t synced_lsn;       /* durable up to here (invariant 3) */
   uint32_t salt;
   bool syncing;              /* a leader is in fdatasync (invariant 6) */
+  int behind_busy;           /* write-behind calls running on fd */
   bool recovering;           /* opened with records: replay, then reset */
   int append_error;          /* sticky write failure (BROKEN) */
   int sync_error;            /* sticky fdatasync failure (BROKEN) */
@@ -251,16 +254,18 @@ static int wal_write(struct bf_wal *wal, const uint8_t *buf, size_t len,
 /* Write-behind (see I/O): start the writeback of [off, off + len), drop
 ** [drop_off, drop_off + drop_len) from the page cache.  Advisory: a reset
 ** running meanwhile makes these calls act on another log's bytes or on
-** none, which is harmless. */
-static void wal_write_behind(struct bf_wal *wal, off_t off, off_t len,
+** none, which is harmless; fd is the file the bytes were appended to (a
+** rotation waits for behind_busy to fall to 0 before it closes it). */
+static void wal_write_behind(struct bf_wal *wal, int fd, off_t off, off_t len,
                              off_t drop_off, off_t drop_len) {
+  BF_UNUSED(wal); /* but in testing builds */
 #if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
-  (void)sync_file_range(wal->fd, off, len, SYNC_FILE_RANGE_WRITE);
+  (void)sync_file_range(fd, off, len, SYNC_FILE_RANGE_WRITE);
 #else
   (void)off;
   (void)len;
 #endif
-  if (drop_len) (void)posix_fadvise(wal->fd, drop_off, drop_len, POSIX_FADV_DONTNEED);
+  if (drop_len) (void)posix_fadvise(fd, drop_off, drop_len, POSIX_FADV_DONTNEED);
 #ifdef BF_TESTING
   atomic_fetch_add_explicit(&wal->test_behind, 1, memory_order_relaxed);
 #endif
@@ -705,6 +710,7 @@ int bf_wal_append(struct bf_wal *wal, const struct bf_wal_batch *batch,
 
   int rc = BF_OK;
   off_t behind_off = 0, behind_len = 0, drop_off = 0, drop_len = 0;
+  int behind_fd = -1;
   pthread_mutex_lock(&wal->mutex);
   if (wal->recovering) rc = BF_INVALID;
   else if (wal->append_error) rc = wal->append_error;
@@ -742,6 +748,8 @@ int bf_wal_append(struct bf_wal *wal, const struct bf_wal_batch *batch,
         drop_len = (off_t)(wal->behind_lsn - wal->dropped_lsn);
         wal->dropped_lsn = wal->behind_lsn;
         wal->behind_lsn = wal->end_lsn;
+        behind_fd = wal->fd;
+        wal->behind_busy++; /* fd stays this file until it is done */
       }
     } else {
       wal->append_error = rc; /* invariant 5 */
@@ -749,7 +757,13 @@ int bf_wal_append(struct bf_wal *wal, const struct bf_wal_batch *batch,
   }
   pthread_mutex_unlock(&wal->mutex);
   if (buf != small) bf_free(buf);
-  if (behind_len) wal_write_behind(wal, behind_off, behind_len, drop_off, drop_len);
+  if (behind_len) {
+    wal_write_behind(wal, behind_fd, behind_off, behind_len, drop_off,
+                     drop_len);
+    pthread_mutex_lock(&wal->mutex);
+    if (--wal->behind_busy == 0) pthread_cond_broadcast(&wal->sync_cond);
+    pthread_mutex_unlock(&wal->mutex);
+  }
   return rc;
 }
 
@@ -777,9 +791,10 @@ int bf_wal_sync(struct bf_wal *wal, uint64_t lsn) {
     /* Leader: every append below end_lsn has completed its pwrite
     ** (invariant 3), so this fdatasync covers it. */
     uint64_t target = wal->end_lsn;
+    int fd = wal->fd;
     wal->syncing = true;
     pthread_mutex_unlock(&wal->mutex);
-    int src = wal_fsync_fd(wal, wal->fd, true);
+    int src = wal_fsync_fd(wal, fd, true);
     pthread_mutex_lock(&wal->mutex);
     wal->syncing = false;
     if (src == BF_OK) {
@@ -798,6 +813,20 @@ uint64_t bf_wal_end_lsn(struct bf_wal *wal) {
   uint64_t lsn = wal->end_lsn;
   pthread_mutex_unlock(&wal->mutex);
   return lsn;
+}
+
+uint64_t bf_wal_base_lsn(struct bf_wal *wal) {
+  pthread_mutex_lock(&wal->mutex);
+  uint64_t lsn = wal->base_lsn;
+  pthread_mutex_unlock(&wal->mutex);
+  return lsn;
+}
+
+bool bf_wal_has_records(struct bf_wal *wal) {
+  pthread_mutex_lock(&wal->mutex);
+  bool has = wal->recovering || wal->end_lsn > wal->base_lsn;
+  pthread_mutex_unlock(&wal->mutex);
+  return has;
 }
 
 uint64_t bf_wal_size(struct bf_wal *wal) {
@@ -833,6 +862,79 @@ int bf_wal_reset(struct bf_wal *wal, uint64_t base_lsn) {
   }
   pthread_mutex_unlock(&wal->mutex);
   return rc;
+}
+
+/*
+** Rotation: the log goes on in a new file, and the old one, renamed
+** prev_path, keeps the records below the rotation LSN until a checkpoint
+** that covers them is durable (the caller then unlinks it).  Under the
+** mutex, once no sync or write-behind is running: fdatasync the log (prev
+** ends durably at end_lsn, so the two files join without a gap), rename it
+** to prev_path, create path with a header naming base_lsn = end_lsn and a
+** new salt, fdatasync it and the directory, and switch appends to it.
+** BF_OK with *lsn = that LSN (every record below it is in prev_path).
+** BF_BUSY: prev_path exists (an earlier rotation's checkpoint has not
+** finished; nothing done).  BF_INVALID: RECOVERING or BROKEN (nothing
+** done).  BF_IOERR, BF_FULL, BF_NOMEM: nothing changed (the rename undone),
+** or, when even undoing failed, the log BROKEN (appends would go to a file
+** under the wrong name).  Crash safety: after the rename and before the new
+** file exists, recovery finds prev_path alone, which holds every record.
+*/
+int bf_wal_rotate(struct bf_wal *wal, const char *path, const char *prev_path,
+                  uint64_t *lsn) {
+  int rc = BF_OK;
+  pthread_mutex_lock(&wal->mutex);
+  while (wal->syncing || wal->behind_busy)
+    pthread_cond_wait(&wal->sync_cond, &wal->mutex);
+  if (wal->recovering || wal->append_error || wal->sync_error) {
+    pthread_mutex_unlock(&wal->mutex);
+    return BF_INVALID;
+  }
+  if (access(prev_path, F_OK) == 0) {
+    pthread_mutex_unlock(&wal->mutex);
+    return BF_BUSY;
+  }
+  rc = wal_fsync_fd(wal, wal->fd, true);
+  if (rc == BF_OK) {
+    wal->synced_lsn = wal->end_lsn;
+    if (bf_faultsim(BF_FAULT_WRITE) || rename(path, prev_path) != 0)
+      rc = BF_IOERR;
+  }
+  if (rc != BF_OK) {
+    pthread_mutex_unlock(&wal->mutex);
+    return rc;
+  }
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int old_fd = wal->fd;
+  uint32_t salt = new_salt(wal->salt);
+  if (fd < 0) {
+    rc = status_of_errno(errno);
+  } else {
+    wal->fd = fd; /* wal_rewrite writes the header through wal->fd */
+    rc = wal_rewrite(wal, wal->end_lsn, salt);
+    if (rc == BF_OK) rc = sync_parent_dir(wal, path);
+    if (rc != BF_OK) {
+      wal->fd = old_fd;
+      close(fd);
+      (void)unlink(path);
+    }
+  }
+  if (rc != BF_OK) {
+    if (rename(prev_path, path) != 0) wal->append_error = BF_IOERR;
+  } else {
+    close(old_fd);
+    wal->salt = salt;
+    wal->base_lsn = wal->end_lsn;
+    wal->behind_lsn = wal->dropped_lsn = wal->base_lsn;
+    *lsn = wal->base_lsn;
+  }
+  pthread_mutex_unlock(&wal->mutex);
+  return rc;
+}
+
+int bf_wal_remove(const char *path) {
+  if (unlink(path) != 0) return errno == ENOENT ? BF_OK : BF_IOERR;
+  return sync_parent_dir(NULL, path);
 }
 
 /* ------------------------------------------------------------------------

@@ -172,19 +172,40 @@ int bf_close(bf_tree *tree);
 ** file is lost (used by tests to simulate a crash, and for temporary files). */
 void bf_abandon(bf_tree *tree);
 
+/* The files of a tree at path: the data file, its write-ahead log at path +
+** BF_WAL_SUFFIX, and, while a checkpoint runs (or after a crash during
+** one), the log from before the checkpoint's start at path +
+** BF_WAL_PREV_SUFFIX.  Copy, move or remove them together. */
+#define BF_WAL_SUFFIX "-wal"
+#define BF_WAL_PREV_SUFFIX "-wal-prev"
+
+/* Rename the open tree's files (see BF_WAL_SUFFIX) to newpath and its logs;
+** the tree stays open.  Refused (BF_INVALID, nothing changed) when any
+** target exists.  BF_OK, BF_INVALID, BF_IOERR (nothing changed, unless
+** undoing a partial rename failed too) or BF_NOMEM; on error *errmsg is a
+** malloc()ed message or NULL. */
+int bf_rename(bf_tree *tree, const char *newpath, char **errmsg);
+
 /* Make everything written so far durable in the data file (a checkpoint:
-** dirty mini-page records merged, structure recorded, fsync), and empty the
-** log.  Readers and writers may run at the same time: the dirty records are
-** first merged while they run; writers then wait only while the records
-** they dirtied meanwhile are merged and the structure is written (the
-** statistic checkpoint_stall_us sums those waits), and the checkpoint waits
-** for any prepared transaction to end. */
+** dirty mini-page records merged, structure recorded, fsync), and drop the
+** log it covers.  Readers and writers may run at the same time.  With the
+** log on: the log is switched to a new file at the checkpoint's start (the
+** old one renamed path + BF_WAL_PREV_SUFFIX until the checkpoint is
+** durable), the dirty records are merged while writers go on, and writers
+** wait only while the structure is written; what they wrote meanwhile
+** stays in the new log.  Without a log (or when the old log from a failed
+** checkpoint is still there), writers also wait while the records they
+** dirtied during the merges are merged, and the log is emptied.  The
+** statistic checkpoint_stall_us sums those waits.  The checkpoint waits for
+** any prepared transaction to end, and for another checkpoint. */
 int bf_checkpoint(bf_tree *tree);
 
 /* bf_checkpoint, except that it does not wait for a prepared transaction:
-** when one holds the gate it returns BF_BUSY after the first phase (the
-** merges).  For callers that may hold something the transaction's commit
-** waits for (an SQL statement holding its database's lock). */
+** when one holds the gate it returns BF_BUSY after the merges (or, if it
+** came in after the log's switch, after waiting 0.1 s for it), and BF_BUSY
+** at once when another checkpoint runs.  For callers that may hold
+** something the transaction's commit waits for (an SQL statement holding
+** its database's lock). */
 int bf_checkpoint_nowait(bf_tree *tree);
 
 /* Checkpoint if the log has grown past wal_size_limit and no other

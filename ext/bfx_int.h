@@ -106,10 +106,8 @@ int bfx_shared_drop(bfx_shared *s, char **errmsg);
 ** newpath exists).  BF_OK or BF_IOERR/BF_INVALID with a message. */
 int bfx_shared_rename(bfx_shared *s, const char *newpath, char **errmsg);
 
-/* The engine's log lives at the data file's path + this suffix. */
-#define BFX_WAL_SUFFIX "-wal"
-
-/* Remove a data file and its log (a missing file is not an error). */
+/* Remove a data file and its logs (BF_WAL_SUFFIX, BF_WAL_PREV_SUFFIX; a
+** missing file is not an error). */
 int bfx_files_remove(const char *path, char **errmsg);
 
 /* Rename a data file and its log; refuses (BF_INVALID) when the target or

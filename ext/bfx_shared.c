@@ -21,7 +21,9 @@
 **      unlinked too; the inode may be reused by a new file, which is why
 **      invariant 1 excludes it from lookups.
 **   4. The engine keeps its write-ahead log beside the data file, at the
-**      data file's path + "-wal": drop and rename treat the two together.
+**      data file's path + BF_WAL_SUFFIX, and during a checkpoint the log
+**      from before it at + BF_WAL_PREV_SUFFIX: drop and rename treat the
+**      three together (an open tree renames its own: bf_rename).
 **   5. Writer lock: writer != NULL exactly while one SQL transaction of this
 **      process is writing the tree (bftree_vtab.c takes it at a write
 **      transaction's first read or write of the table and drops it after
@@ -224,18 +226,24 @@ int bfx_shared_release(bfx_shared *s) {
 }
 
 int bfx_files_remove(const char *path, char **errmsg) {
-  char *wal = msg_printf("%s" BFX_WAL_SUFFIX, path);
+  char *wal = msg_printf("%s" BF_WAL_SUFFIX, path);
+  char *prev = msg_printf("%s" BF_WAL_PREV_SUFFIX, path);
   int rc = BF_OK;
   *errmsg = NULL;
-  if (!wal) return BF_NOMEM;
-  if (unlink(path) != 0 && errno != ENOENT) {
+  if (!wal || !prev) {
+    rc = BF_NOMEM;
+  } else if (unlink(path) != 0 && errno != ENOENT) {
     *errmsg = msg_printf("cannot remove data file %s: %s", path, strerror(errno));
     rc = BF_IOERR;
   } else if (unlink(wal) != 0 && errno != ENOENT) {
     *errmsg = msg_printf("cannot remove log file %s: %s", wal, strerror(errno));
     rc = BF_IOERR;
+  } else if (unlink(prev) != 0 && errno != ENOENT) {
+    *errmsg = msg_printf("cannot remove log file %s: %s", prev, strerror(errno));
+    rc = BF_IOERR;
   }
   free(wal);
+  free(prev);
   return rc;
 }
 
@@ -243,11 +251,14 @@ int bfx_files_rename(const char *from, const char *to, char **errmsg) {
   struct stat st;
   int rc = BF_OK;
   *errmsg = NULL;
-  char *wfrom = msg_printf("%s" BFX_WAL_SUFFIX, from);
-  char *wto = msg_printf("%s" BFX_WAL_SUFFIX, to);
-  if (!wfrom || !wto) {
+  char *wfrom = msg_printf("%s" BF_WAL_SUFFIX, from);
+  char *wto = msg_printf("%s" BF_WAL_SUFFIX, to);
+  char *pfrom = msg_printf("%s" BF_WAL_PREV_SUFFIX, from);
+  char *pto = msg_printf("%s" BF_WAL_PREV_SUFFIX, to);
+  if (!wfrom || !wto || !pfrom || !pto) {
     rc = BF_NOMEM;
-  } else if (stat(to, &st) == 0 || stat(wto, &st) == 0) {
+  } else if (stat(to, &st) == 0 || stat(wto, &st) == 0 ||
+             stat(pto, &st) == 0) {
     *errmsg = msg_printf("cannot rename data file %s to %s: the target (or "
                          "its log %s) exists", from, to, wto);
     rc = BF_INVALID;
@@ -258,11 +269,19 @@ int bfx_files_rename(const char *from, const char *to, char **errmsg) {
   } else if (rename(wfrom, wto) != 0 && errno != ENOENT) {
     *errmsg = msg_printf("cannot rename log file %s to %s: %s", wfrom, wto,
                          strerror(errno));
-    if (rename(to, from) != 0) { /* keep the pair together */ }
+    if (rename(to, from) != 0) { /* keep the files together */ }
+    rc = BF_IOERR;
+  } else if (rename(pfrom, pto) != 0 && errno != ENOENT) {
+    *errmsg = msg_printf("cannot rename log file %s to %s: %s", pfrom, pto,
+                         strerror(errno));
+    if (rename(wto, wfrom) != 0) { /* keep the files together */ }
+    if (rename(to, from) != 0) { /* keep the files together */ }
     rc = BF_IOERR;
   }
   free(wfrom);
   free(wto);
+  free(pfrom);
+  free(pto);
   return rc;
 }
 
@@ -284,7 +303,16 @@ int bfx_shared_rename(bfx_shared *s, const char *newpath, char **errmsg) {
   char *copy = strdup(newpath);
   if (!copy) return BF_NOMEM;
   pthread_mutex_lock(&registry_mutex);
-  rc = bfx_files_rename(s->path, newpath, errmsg);
+  if (s->tree) {
+    char *em = NULL;
+    rc = bf_rename(s->tree, newpath, &em);
+    if (em) {
+      *errmsg = msg_printf("%s", em);
+      free(em);
+    }
+  } else {
+    rc = bfx_files_rename(s->path, newpath, errmsg);
+  }
   if (rc == BF_OK) {
     free(s->path);
     s->path = copy;

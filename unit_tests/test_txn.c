@@ -8,7 +8,10 @@
 **   a corrupt record in the middle (recovery stops there, says so, keeps
 **   the damaged log).
 ** - Checkpoints: auto_checkpoint and bf_checkpoint_if_due; checkpoints
-**   taken while a writer commits, then a crash and recovery.
+**   taken while a writer commits, then a crash and recovery; the fuzzy
+**   checkpoint's log rotation: writes after the rotation and after the
+**   flush are in no image and come back from the log, also after a crash
+**   with the rotated log still there.
 ** - Crash points: a child process commits numbered transactions and
 **   reports each after commit returns; the fault simulator kills it at its
 **   Nth data-file or log write (optionally tearing that write), which lands
@@ -25,15 +28,17 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
 
 static char *dir;
-static char path[600], wal_path[620];
+static char path[600], wal_path[620], prev_path[620];
 
 static int setup(void **state) {
   (void)state;
   dir = test_tmpdir();
   snprintf(path, sizeof path, "%s/t.bf", dir);
-  snprintf(wal_path, sizeof wal_path, "%s-wal", path);
+  snprintf(wal_path, sizeof wal_path, "%s" BF_WAL_SUFFIX, path);
+  snprintf(prev_path, sizeof prev_path, "%s" BF_WAL_PREV_SUFFIX, path);
   return 0;
 }
 
@@ -522,6 +527,156 @@ static void test_checkpoint_concurrent(void **state) {
   assert_int_equal(bf_close(t), BF_OK);
 }
 
+/* The fuzzy checkpoint: keys [from, to) get value tag (a put each). */
+static void put_range(bf_tree *t, int from, int to, char tag) {
+  for (int i = from; i < to; i++) {
+    char k[16], v[48];
+    snprintf(k, sizeof k, "f%05d", i);
+    snprintf(v, sizeof v, "%c%040d", tag, i);
+    assert_int_equal(bf_put(t, k, strlen(k), v, strlen(v)), BF_OK);
+  }
+}
+
+static void check_range(bf_tree *t, int from, int to, char tag) {
+  for (int i = from; i < to; i++) {
+    char k[16], v[48];
+    snprintf(k, sizeof k, "f%05d", i);
+    snprintf(v, sizeof v, "%c%040d", tag, i);
+    check_value(t, k, v);
+  }
+}
+
+/* The hook: at step 1 (log rotated) keys 500..1499 get 'b', at step 2
+** (flushed, no image yet) keys 1000..1999 get 'c'; with fuzzy_fail, every
+** data-file write fails from then on (the image cannot be written). */
+static bool fuzzy_fail;
+static int fuzzy_steps;
+static void fuzzy_hook(bf_tree *t, int step) {
+  struct stat st;
+  fuzzy_steps |= 1 << step;
+  assert_int_equal(stat(prev_path, &st), 0); /* rotated: the old log */
+  if (step == 1) put_range(t, 500, 1500, 'b');
+  if (step == 2) {
+    put_range(t, 1000, 2000, 'c');
+    if (fuzzy_fail) bf_faultsim_set(BF_FAULT_WRITE, 1, true);
+  }
+}
+
+/* Flip a byte in the middle of the file at p. */
+static void flip_middle(const char *p) {
+  int fd = open(p, O_RDWR);
+  assert_true(fd >= 0);
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  off_t at = st.st_size / 2;
+  unsigned char c;
+  assert_int_equal(pread(fd, &c, 1, at), 1);
+  c ^= 0x5a;
+  assert_int_equal(pwrite(fd, &c, 1, at), 1);
+  close(fd);
+}
+
+/* Writes made while a checkpoint flushes (after the log's rotation) and
+** after its flush are in no image: the log from the rotation holds them.
+** A checkpoint that completes removes the rotated log and recovery finds
+** every write; one that fails after the rotation leaves it, and recovery
+** replays it, then the current log, and removes it.  With the rotated log
+** damaged in the middle, recovery stops there, does not replay the current
+** log (it would skip transactions), says so, and keeps both logs aside. */
+static void test_fuzzy_checkpoint(void **state) {
+  (void)state;
+  struct stat st;
+  for (int mode = 0; mode < 3; mode++) {
+    int fail = mode > 0;
+    bf_options o;
+    small_options(&o);
+    o.synchronous = BF_SYNC_NORMAL;
+    o.auto_checkpoint = false;
+    bf_tree *t = open_tree(&o);
+    put_range(t, 0, 1000, 'a');
+    bf_stats before, after;
+    bf_stats_get(t, &before);
+    fuzzy_fail = fail;
+    fuzzy_steps = 0;
+    bf_testing_checkpoint_hook = fuzzy_hook;
+    int rc = bf_checkpoint(t);
+    bf_testing_checkpoint_hook = NULL;
+    for (int i = 0; i < BF_FAULT_COUNT; i++) bf_faultsim_set((enum bf_fault)i, 0, false);
+    assert_int_equal(fuzzy_steps, 6); /* both steps: the fuzzy form ran */
+    bf_stats_get(t, &after);
+    if (fail) {
+      assert_int_not_equal(rc, BF_OK);
+      assert_int_equal(after.checkpoints, before.checkpoints);
+      assert_int_equal(stat(prev_path, &st), 0); /* still needed */
+    } else {
+      assert_int_equal(rc, BF_OK);
+      assert_int_equal(after.checkpoints, before.checkpoints + 1);
+      assert_int_equal(stat(prev_path, &st), -1); /* removed */
+      /* The log kept what was written during the checkpoint: ~2000 puts. */
+      assert_true(after.wal_bytes > 2000 * 40);
+      check_range(t, 0, 500, 'a');
+      check_range(t, 500, 1000, 'b');
+      check_range(t, 1000, 2000, 'c');
+    }
+    bf_abandon(t); /* crash */
+    if (mode == 2) {
+      flip_middle(prev_path);
+      t = open_tree(&o);
+      bf_recovery rec;
+      bf_recovery_info(t, &rec);
+      assert_int_equal(rec.stop, BF_WAL_STOP_CORRUPT);
+      assert_non_null(strstr(rec.message, "not replayed"));
+      assert_true(rec.transactions > 0 && rec.transactions < 1000);
+      assert_int_equal(stat(prev_path, &st), -1);
+      /* Both logs kept aside: t.bf-wal-prev.corrupt-N, t.bf-wal.corrupt-N. */
+      int kept = 0;
+      DIR *d = opendir(dir);
+      assert_non_null(d);
+      for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (strncmp(de->d_name, "t.bf" BF_WAL_PREV_SUFFIX ".corrupt-", 22) == 0)
+          kept |= 1;
+        else if (strncmp(de->d_name, "t.bf" BF_WAL_SUFFIX ".corrupt-", 17) == 0)
+          kept |= 2;
+      }
+      closedir(d);
+      assert_int_equal(kept, 3);
+      check_range(t, 0, 1, 'a');
+      check_value(t, "f01999", NULL);
+      assert_int_equal(bf_close(t), BF_OK);
+      test_rmdir(dir);
+      dir = test_tmpdir();
+      snprintf(path, sizeof path, "%s/t.bf", dir);
+      snprintf(wal_path, sizeof wal_path, "%s" BF_WAL_SUFFIX, path);
+      snprintf(prev_path, sizeof prev_path, "%s" BF_WAL_PREV_SUFFIX, path);
+      continue;
+    }
+    t = open_tree(&o);
+    bf_recovery rec;
+    bf_recovery_info(t, &rec);
+    assert_int_equal(rec.stop, BF_WAL_STOP_END);
+    /* What replay applied: everything after the rotation, and with the
+    ** failed checkpoint the 1000 puts before it too. */
+    assert_int_equal(rec.transactions, fail ? 3000 : 2000);
+    assert_int_equal(stat(prev_path, &st), -1);
+    check_range(t, 0, 500, 'a');
+    check_range(t, 500, 1000, 'b');
+    check_range(t, 1000, 2000, 'c');
+    char *err = NULL;
+    if (bf_check(t, &err) != BF_OK) fail_msg("bf_check: %s", err);
+    /* And the log rotates again at the next checkpoint. */
+    put_range(t, 2000, 2100, 'd');
+    assert_int_equal(bf_checkpoint(t), BF_OK);
+    assert_int_equal(stat(prev_path, &st), -1);
+    assert_int_equal(bf_close(t), BF_OK);
+    t = open_tree(&o);
+    check_range(t, 2000, 2100, 'd');
+    check_range(t, 1000, 2000, 'c');
+    assert_int_equal(bf_close(t), BF_OK);
+    unlink(path);
+    unlink(wal_path);
+  }
+}
+
 /* The child of a crash run: commit transactions until killed. Each
 ** transaction i writes "t<i>-<j>" for j < width and sets "last" = i. */
 static void crash_child(int report_fd, uint64_t first, int width, bool torn) {
@@ -648,6 +803,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_checkpoint_if_due, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_busy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_concurrent, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fuzzy_checkpoint, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

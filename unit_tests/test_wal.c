@@ -23,6 +23,10 @@
 **   group_commit     8 threads appending+syncing: all replayed, few syncs
 **   faults           write fault sticky until reset, ENOSPC -> BF_FULL, sync
 **                    fault sticky, faults in open/reset, malloc failures
+**   rotate           bf_wal_rotate: the old log renamed holds every record
+**                    below the rotation LSN, the new one starts there; a
+**                    second rotation refused while the old log exists;
+**                    failed renames and syncs change nothing; remove
 */
 #include "test_util.h"
 
@@ -1265,6 +1269,120 @@ static void test_faults(void **state) {
   test_rmdir(dir);
 }
 
+/* Replay the log at path from from_lsn and compare with want; returns the
+** LSN after its last record (the replay must end cleanly). */
+static uint64_t replay_file(const char *path, uint64_t base, uint64_t from_lsn,
+                            const struct tbuf *want) {
+  struct bf_wal *wal = open_ok(path, base);
+  struct recorder r;
+  struct bf_wal_replay_info info;
+  recorder_init(&r);
+  assert_int_equal(replay(wal, from_lsn, UINT64_MAX, &r, &info), BF_OK);
+  assert_int_equal(info.stop, BF_WAL_STOP_END);
+  assert_same(&r.got, want->p, want->len);
+  bf_wal_close(wal);
+  tbuf_free(&r.got);
+  return info.end_lsn;
+}
+
+static void test_rotate(void **state) {
+  BF_UNUSED(state);
+  uint64_t rng = test_seed("rotate");
+  char *dir = test_tmpdir();
+  char *path = path_in(dir, "r-wal");
+  char *prev = path_in(dir, "r-wal-prev");
+  struct bf_wal *wal = open_ok(path, 500);
+  struct bf_wal_batch b;
+  memset(&b, 0, sizeof b);
+  struct tbuf before = {0}, after = {0}, scratch = {0};
+  uint64_t end = 500, lsn = 0;
+  struct stat st;
+
+  /* Records, then a rotation at their end. */
+  for (int i = 0; i < 20; i++) {
+    gen_txn(&rng, &b, &before, 8, 200);
+    append_ok(wal, &b, (uint64_t)i + 1, &end);
+  }
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn), BF_OK);
+  assert_int_equal(lsn, end);
+  assert_int_equal(bf_wal_end_lsn(wal), end);
+  assert_int_equal(bf_wal_size(wal), 0);
+  assert_int_equal(bf_wal_base_lsn(wal), end);
+  assert_int_equal(stat(prev, &st), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_size, HEADER);
+
+  /* Appends go to the new file; a second rotation waits for the old log
+  ** to go. */
+  for (int i = 0; i < 20; i++) {
+    gen_txn(&rng, &b, &after, 8, 200);
+    append_ok(wal, &b, (uint64_t)i + 21, &end);
+  }
+  uint64_t lsn2 = 0;
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_BUSY);
+  assert_int_equal(bf_wal_end_lsn(wal), end);
+  bf_wal_close(wal);
+
+  /* Each file replays its own part; they join without a gap. */
+  uint64_t prev_end = replay_file(prev, 0, 0, &before);
+  assert_int_equal(prev_end, lsn);
+  assert_int_equal(replay_file(path, 0, 0, &after), end);
+  /* From the rotation LSN, the old log has nothing left to apply. */
+  assert_int_equal(replay_file(prev, 0, lsn, &scratch), lsn);
+
+  /* Once the old log is removed, the log rotates again (after a reset:
+  ** a reopened log with records must be replayed first). */
+  assert_int_equal(bf_wal_remove(prev), BF_OK);
+  assert_int_equal(stat(prev, &st), -1);
+  assert_int_equal(bf_wal_remove(prev), BF_OK); /* gone already: fine */
+  wal = open_ok(path, 0);
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_INVALID);
+  assert_int_equal(bf_wal_reset(wal, end), BF_OK);
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_OK);
+  assert_int_equal(lsn2, end); /* an empty log rotates too */
+  assert_int_equal(bf_wal_remove(prev), BF_OK);
+
+  /* A failed sync or rename changes nothing: the log goes on in place. */
+  tbuf_free(&after);
+  gen_txn(&rng, &b, &after, 8, 200);
+  append_ok(wal, &b, 50, &end);
+  bf_faultsim_set(BF_FAULT_SYNC, 1, false);
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_IOERR);
+  disarm();
+  bf_faultsim_set(BF_FAULT_WRITE, 1, false);
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_IOERR);
+  disarm();
+  assert_int_equal(stat(prev, &st), -1);
+  gen_txn(&rng, &b, &after, 8, 200);
+  append_ok(wal, &b, 51, &end);
+  /* A failure writing the new file's header: renamed back. */
+  bf_faultsim_set(BF_FAULT_WRITE, 2, false);
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_IOERR);
+  disarm();
+  assert_int_equal(stat(prev, &st), -1);
+  gen_txn(&rng, &b, &after, 8, 200);
+  append_ok(wal, &b, 52, &end);
+  bf_wal_close(wal);
+  assert_int_equal(replay_file(path, 0, 0, &after), end);
+
+  /* A rotation under the wrong name (the file moved away) fails cleanly. */
+  wal = open_ok(path, 0);
+  assert_int_equal(bf_wal_reset(wal, end), BF_OK);
+  char *gone = path_in(dir, "moved-wal");
+  assert_int_equal(bf_wal_rotate(wal, gone, prev, &lsn2), BF_IOERR);
+  assert_int_equal(stat(prev, &st), -1);
+  bf_wal_close(wal);
+
+  tbuf_free(&before);
+  tbuf_free(&after);
+  tbuf_free(&scratch);
+  bf_wal_batch_free(&b);
+  free(gone);
+  free(path);
+  free(prev);
+  test_rmdir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_batch),
@@ -1281,6 +1399,7 @@ int main(void) {
       cmocka_unit_test(test_write_behind),
       cmocka_unit_test(test_group_commit),
       cmocka_unit_test(test_faults),
+      cmocka_unit_test(test_rotate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
