@@ -11,7 +11,7 @@
 **   taken while a writer commits, then a crash and recovery; the fuzzy
 **   checkpoint's log rotation: writes after the rotation and after the
 **   flush are in no image and come back from the log, also after a crash
-**   with the rotated log still there.
+**   with the rotated log still there; bf_rename of an open tree.
 ** - Crash points: a child process commits numbered transactions and
 **   reports each after commit returns; the fault simulator kills it at its
 **   Nth data-file or log write (optionally tearing that write), which lands
@@ -677,6 +677,54 @@ static void test_fuzzy_checkpoint(void **state) {
   }
 }
 
+/* bf_rename moves an open tree's data file and logs; checkpoints (which
+** rotate the log by name) and recovery then use the new names.  A target
+** that exists is refused and nothing moves. */
+static void test_rename_open(void **state) {
+  (void)state;
+  struct stat st;
+  bf_options o;
+  small_options(&o);
+  o.auto_checkpoint = false;
+  bf_tree *t = open_tree(&o);
+  put_range(t, 0, 300, 'a');
+  char to[640], to_wal[660], to_prev[660], *err = NULL;
+  snprintf(to, sizeof to, "%s.moved", path);
+  snprintf(to_wal, sizeof to_wal, "%s" BF_WAL_SUFFIX, to);
+  snprintf(to_prev, sizeof to_prev, "%s" BF_WAL_PREV_SUFFIX, to);
+  /* A target's log in the way: refused, nothing moved. */
+  int fd = open(to_prev, O_CREAT | O_WRONLY, 0644);
+  assert_true(fd >= 0);
+  close(fd);
+  assert_int_equal(bf_rename(t, to, &err), BF_INVALID);
+  assert_non_null(err);
+  free(err);
+  err = NULL;
+  assert_int_equal(stat(path, &st), 0);
+  unlink(to_prev);
+  assert_int_equal(bf_rename(t, to, &err), BF_OK);
+  assert_null(err);
+  assert_int_equal(stat(path, &st), -1);
+  assert_int_equal(stat(wal_path, &st), -1);
+  assert_int_equal(stat(to, &st), 0);
+  assert_int_equal(stat(to_wal, &st), 0);
+  put_range(t, 300, 600, 'b');
+  assert_int_equal(bf_checkpoint(t), BF_OK); /* rotates under the new name */
+  assert_int_equal(stat(to_prev, &st), -1);
+  assert_int_equal(stat(wal_path, &st), -1);
+  put_range(t, 600, 900, 'c');
+  bf_abandon(t); /* the writes after the checkpoint are in to_wal only */
+  t = NULL;
+  char *e2 = NULL;
+  assert_int_equal(bf_open(to, &o, &t, &e2), BF_OK);
+  check_range(t, 0, 300, 'a');
+  check_range(t, 300, 600, 'b');
+  check_range(t, 600, 900, 'c');
+  assert_int_equal(bf_close(t), BF_OK);
+  unlink(to);
+  unlink(to_wal);
+}
+
 /* The child of a crash run: commit transactions until killed. Each
 ** transaction i writes "t<i>-<j>" for j < width and sets "last" = i. */
 static void crash_child(int report_fd, uint64_t first, int width, bool torn) {
@@ -804,6 +852,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_checkpoint_busy, setup, teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fuzzy_checkpoint, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rename_open, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
