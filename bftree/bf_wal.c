@@ -108,12 +108,16 @@
 ** before appends are accepted.
 **
 ** STATE MACHINE (under mutex):
-**   READY      -> READY      [bf_wal_append, bf_wal_sync succeed]
+**   READY      -> READY      [bf_wal_append, bf_wal_sync succeed;
+**                             bf_wal_rotate succeeds or undoes itself]
 **   READY      -> BROKEN     [bf_wal_append: a write failed (append_error);
-**                             bf_wal_sync: fdatasync failed (sync_error)]
+**                             bf_wal_sync, bf_wal_rotate: fdatasync failed
+**                             (sync_error)]
+**   READY      -> MISPLACED  [bf_wal_rotate could not undo its rename]
 **   RECOVERING -> RECOVERING [bf_wal_replay]   (opened with records in it)
-**   any        -> READY      [bf_wal_reset succeeds]
+**   any but MISPLACED -> READY  [bf_wal_reset succeeds]
 **   any        -> BROKEN     [bf_wal_reset fails after truncating]
+** MISPLACED is BROKEN that no reset leaves (bf_wal_reset: BF_IOERR).
 ** BROKEN refuses appends (the tail may be torn) and refuses syncs beyond the
 ** last synced LSN (after a failed fdatasync the page cache cannot be
 ** trusted); RECOVERING refuses appends with BF_INVALID.
@@ -177,6 +181,9 @@ struct bf_wal {
   int behind_busy;           /* write-behind calls running on fd */
   bool recovering;           /* opened with records: replay, then reset */
   int append_error;          /* sticky write failure (BROKEN) */
+  bool misplaced;            /* a rotation could not undo its rename: fd's
+                             ** file is named prev_path; nothing may be
+                             ** appended or reset until the log is reopened */
   int sync_error;            /* sticky fdatasync failure (BROKEN) */
   uint64_t behind_lsn;       /* write-behind started below this LSN */
   uint64_t dropped_lsn;      /* page cache dropped below this LSN */
@@ -845,6 +852,10 @@ uint64_t bf_wal_size(struct bf_wal *wal) {
 int bf_wal_reset(struct bf_wal *wal, uint64_t base_lsn) {
   pthread_mutex_lock(&wal->mutex);
   while (wal->syncing) pthread_cond_wait(&wal->sync_cond, &wal->mutex);
+  if (wal->misplaced) {
+    pthread_mutex_unlock(&wal->mutex);
+    return BF_IOERR;
+  }
   if (base_lsn < wal->end_lsn) {
     pthread_mutex_unlock(&wal->mutex);
     return BF_INVALID;
@@ -875,9 +886,10 @@ int bf_wal_reset(struct bf_wal *wal, uint64_t base_lsn) {
 ** BF_OK with *lsn = that LSN (every record below it is in prev_path).
 ** BF_BUSY: prev_path exists (an earlier rotation's checkpoint has not
 ** finished; nothing done).  BF_INVALID: RECOVERING or BROKEN (nothing
-** done).  BF_IOERR, BF_FULL, BF_NOMEM: nothing changed (the rename undone),
-** or, when even undoing failed, the log BROKEN (appends would go to a file
-** under the wrong name).  Crash safety: after the rename and before the new
+** done).  BF_IOERR, BF_FULL, BF_NOMEM: nothing changed (the rename undone;
+** a failed fdatasync is sticky, as in bf_wal_sync), or, when even undoing
+** failed, the log BROKEN for good, resets refused too (its file is named
+** prev_path, which a checkpoint after a reset would remove).  Crash safety: after the rename and before the new
 ** file exists, recovery finds prev_path alone, which holds every record.
 */
 int bf_wal_rotate(struct bf_wal *wal, const char *path, const char *prev_path,
@@ -899,6 +911,8 @@ int bf_wal_rotate(struct bf_wal *wal, const char *path, const char *prev_path,
     wal->synced_lsn = wal->end_lsn;
     if (bf_faultsim(BF_FAULT_WRITE) || rename(path, prev_path) != 0)
       rc = BF_IOERR;
+  } else {
+    wal->sync_error = rc; /* as a failed group sync: the page cache may lie */
   }
   if (rc != BF_OK) {
     pthread_mutex_unlock(&wal->mutex);
@@ -920,7 +934,13 @@ int bf_wal_rotate(struct bf_wal *wal, const char *path, const char *prev_path,
     }
   }
   if (rc != BF_OK) {
-    if (rename(prev_path, path) != 0) wal->append_error = BF_IOERR;
+    if (rename(prev_path, path) != 0) {
+      /* The log now lives under prev_path: a reset would be followed by
+      ** the removal of prev_path (the live log).  Broken for good; the
+      ** next open replays prev_path. */
+      wal->misplaced = true;
+      wal->append_error = BF_IOERR;
+    }
   } else {
     close(old_fd);
     wal->salt = salt;

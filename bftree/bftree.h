@@ -189,12 +189,14 @@ int bf_rename(bf_tree *tree, const char *newpath, char **errmsg);
 /* Make everything written so far durable in the data file (a checkpoint:
 ** dirty mini-page records merged, structure recorded, fsync), and drop the
 ** log it covers.  Readers and writers may run at the same time.  With the
-** log on: the log is switched to a new file at the checkpoint's start (the
+** log on (synchronous normal or full) and not empty: the log is switched
+** to a new file at the checkpoint's start (the
 ** old one renamed path + BF_WAL_PREV_SUFFIX until the checkpoint is
 ** durable), the dirty records are merged while writers go on, and writers
-** wait only while the structure is written; what they wrote meanwhile
-** stays in the new log.  Without a log (or when the old log from a failed
-** checkpoint is still there), writers also wait while the records they
+** wait only while the new log is synced and the structure is written;
+** what they wrote meanwhile stays in the new log.  Otherwise (also when the
+** old log from a failed checkpoint is still there), writers also wait while
+** the records they
 ** dirtied during the merges are merged, and the log is emptied.  The
 ** statistic checkpoint_stall_us sums those waits.  The checkpoint waits for
 ** any prepared transaction to end, and for another checkpoint. */

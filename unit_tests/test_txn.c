@@ -677,6 +677,81 @@ static void test_fuzzy_checkpoint(void **state) {
   }
 }
 
+/* Hooks of the two tests below. */
+static char saved_prev[700];
+static void save_prev_hook(bf_tree *t, int step) {
+  (void)t;
+  if (step == 1) assert_true(copy_path(prev_path, saved_prev));
+}
+static void commit5_hook(bf_tree *t, int step) {
+  if (step != 2) return;
+  bf_txn *x;
+  assert_int_equal(bf_txn_begin(t, &x), BF_OK);
+  assert_int_equal(bf_txn_put(x, "t5-a", 4, "five", 4), BF_OK);
+  assert_int_equal(bf_txn_put(x, "t5-z", 4, "five", 4), BF_OK);
+  assert_int_equal(bf_txn_prepare(x, 5), BF_OK);
+  assert_int_equal(bf_txn_commit(x), BF_OK);
+}
+
+/* A rotated log whose removal did not last (here: put back after the
+** checkpoint) is wholly covered by the checkpoint: recovery ignores it and
+** replays the current log, which does not join it. */
+static void test_stale_prev_log(void **state) {
+  (void)state;
+  bf_options o;
+  small_options(&o);
+  o.synchronous = BF_SYNC_NORMAL;
+  o.auto_checkpoint = false;
+  snprintf(saved_prev, sizeof saved_prev, "%s.saved", prev_path);
+  bf_tree *t = open_tree(&o);
+  put_range(t, 0, 500, 'a');
+  bf_testing_checkpoint_hook = save_prev_hook;
+  assert_int_equal(bf_checkpoint(t), BF_OK);
+  bf_testing_checkpoint_hook = NULL;
+  put_range(t, 250, 750, 'b');
+  assert_int_equal(bf_checkpoint(t), BF_OK); /* a second rotation */
+  put_range(t, 500, 1000, 'c');
+  bf_abandon(t);
+  assert_int_equal(rename(saved_prev, prev_path), 0);
+  t = open_tree(&o);
+  bf_recovery rec;
+  bf_recovery_info(t, &rec);
+  assert_int_equal(rec.stop, BF_WAL_STOP_END);
+  assert_int_equal(rec.transactions, 500);
+  check_range(t, 0, 250, 'a');
+  check_range(t, 250, 500, 'b');
+  check_range(t, 500, 1000, 'c');
+  struct stat st;
+  assert_int_equal(stat(prev_path, &st), -1);
+  assert_int_equal(bf_close(t), BF_OK);
+}
+
+/* A transaction the checkpoint counts as applied (commit id up to its
+** last_commit_id) replays whole even past replay_limit: a fuzzy
+** checkpoint's pages may hold part of it.  Here it committed after the
+** merges (in no page); replay_limit 4 says its commit (5) was lost by the
+** caller, yet it comes back, all of it. */
+static void test_replay_applied(void **state) {
+  (void)state;
+  bf_options o;
+  small_options(&o);
+  o.synchronous = BF_SYNC_NORMAL;
+  o.auto_checkpoint = false;
+  bf_tree *t = open_tree(&o);
+  put_range(t, 0, 500, 'a');
+  bf_testing_checkpoint_hook = commit5_hook;
+  assert_int_equal(bf_checkpoint(t), BF_OK);
+  bf_testing_checkpoint_hook = NULL;
+  bf_abandon(t);
+  o.replay_limit = 4;
+  t = open_tree(&o);
+  check_value(t, "t5-a", "five");
+  check_value(t, "t5-z", "five");
+  check_range(t, 0, 500, 'a');
+  assert_int_equal(bf_last_commit_id(t), 5);
+  assert_int_equal(bf_close(t), BF_OK);
+}
+
 /* bf_rename moves an open tree's data file and logs; checkpoints (which
 ** rotate the log by name) and recovery then use the new names.  A target
 ** that exists is refused and nothing moves. */
@@ -853,6 +928,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_checkpoint_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fuzzy_checkpoint, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rename_open, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stale_prev_log, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_replay_applied, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,7 +26,8 @@
 **   rotate           bf_wal_rotate: the old log renamed holds every record
 **                    below the rotation LSN, the new one starts there; a
 **                    second rotation refused while the old log exists;
-**                    failed renames and syncs change nothing; remove
+**                    failed renames change nothing, a failed sync is
+**                    sticky until reset; remove
 */
 #include "test_util.h"
 
@@ -1342,13 +1343,22 @@ static void test_rotate(void **state) {
   assert_int_equal(lsn2, end); /* an empty log rotates too */
   assert_int_equal(bf_wal_remove(prev), BF_OK);
 
-  /* A failed sync or rename changes nothing: the log goes on in place. */
-  tbuf_free(&after);
-  gen_txn(&rng, &b, &after, 8, 200);
-  append_ok(wal, &b, 50, &end);
+  /* A failed sync is sticky, as in bf_wal_sync: the log is broken (no
+  ** rotation, no append) until a reset. */
+  gen_txn(&rng, &b, &scratch, 8, 200);
+  append_ok(wal, &b, 49, &end);
   bf_faultsim_set(BF_FAULT_SYNC, 1, false);
   assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_IOERR);
   disarm();
+  assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_INVALID);
+  assert_int_equal(bf_wal_append(wal, &b, 49, &lsn2), BF_IOERR);
+  assert_int_equal(stat(prev, &st), -1);
+  assert_int_equal(bf_wal_reset(wal, end), BF_OK);
+
+  /* A failed rename changes nothing: the log goes on in place. */
+  tbuf_free(&after);
+  gen_txn(&rng, &b, &after, 8, 200);
+  append_ok(wal, &b, 50, &end);
   bf_faultsim_set(BF_FAULT_WRITE, 1, false);
   assert_int_equal(bf_wal_rotate(wal, path, prev, &lsn2), BF_IOERR);
   disarm();
