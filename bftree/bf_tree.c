@@ -1112,6 +1112,11 @@ static int tree_write(bf_tree *t, const void *key, size_t klen, int type,
   int rc = bf_tree_check_write(t, key, klen, val, vlen);
   if (rc != BF_OK) return rc;
   bf_gate_shared(&t->checkpoint_gate);
+  /* Checked again: a checkpoint that held the gate may have failed. */
+  if (atomic_load(&t->error) != BF_OK) {
+    bf_gate_release(&t->checkpoint_gate);
+    return BF_READONLY;
+  }
   rc = write_loop(t, type, key, (uint32_t)klen, val, (uint32_t)vlen,
                   t->wal != NULL, &end);
   if (rc == BF_OK && t->wal) {
@@ -1991,6 +1996,7 @@ static void drop_prev_log(bf_tree *t) { (void)bf_wal_remove(t->wal_prev_path); }
 static int write_image(bf_tree *t, uint64_t lsn) {
   struct bf_ckpt_image image;
   struct image_builder b = {t, &image, 0, NULL};
+  bool protect = false;
   int rc;
   memset(&image, 0, sizeof image);
   rc = bf_inner_for_each_leaf(t->inner, image_add, &b);
@@ -2002,12 +2008,21 @@ static int write_image(bf_tree *t, uint64_t lsn) {
     image.last_commit_id = atomic_load(&t->last_commit_id);
     bool uncertain = false;
     rc = bf_ckpt_write(t->io, t->space, &image, &uncertain);
-    if (rc != BF_OK && uncertain) set_error(t, rc);
+    if (rc != BF_OK && uncertain) {
+      /* The superblock may be on disk: its pages must be protected as a
+      ** durable checkpoint's (merges that still run, a writer let through
+      ** the gate before the error, copy them instead of overwriting). */
+      set_error(t, rc);
+      protect = true;
+    }
   }
   if (rc == BF_OK) {
     /* The checkpoint is durable: its pages are now the ones to protect. */
     BF_COUNT(t, checkpoints, 1);
     t->generation = image.generation;
+    protect = true;
+  }
+  if (protect) {
     for (uint64_t i = 0; i < image.leaf_count; i++) {
       struct bf_leaf_entry *e = bf_map_get(t->map, b.ids[i]);
       bf_latch_exclusive(&e->latch);
@@ -2079,8 +2094,8 @@ static double now_seconds(void) {
 ** wholly), then the current one, from the checkpoint's lsn, and replays
 ** every transaction up to the image's last commit id even past
 ** replay_limit, because the pages may hold part of it (tree_recover).
-** After an image write of uncertain outcome (tree in error) evictions stay
-** stopped: the pages it names are not flagged as a checkpoint's.
+** After an image write of uncertain outcome (tree in error) the pages it
+** names are flagged as a durable checkpoint's all the same (write_image).
 **
 ** CLASSIC (no log, an empty log, synchronous OFF (the log is never
 ** synced), a renamed log still there, closing, recovery): flush_all
@@ -2151,6 +2166,8 @@ static int checkpoint_two_phase(bf_tree *t, bool wait) {
     pthread_mutex_unlock(&t->checkpoint_mutex);
     return rc;
   }
+  /* Most of the log the third step syncs, synced before the gate. */
+  if (fuzzy) (void)bf_wal_sync(t->wal, bf_wal_end_lsn(t->wal));
   double start = now_seconds();
   /* A rotated log gives up only if the gate stays taken: the renamed log
   ** then stays until a checkpoint succeeds (and they are classic until). */
@@ -2164,11 +2181,7 @@ static int checkpoint_two_phase(bf_tree *t, bool wait) {
     ** those pages, or a power loss could leave a transaction in part. */
     if (rc == BF_OK) rc = bf_wal_sync(t->wal, bf_wal_end_lsn(t->wal));
     if (rc == BF_OK) rc = write_image(t, lsn);
-    /* After an image write of uncertain outcome (the tree is in error), its
-    ** pages may be the durable checkpoint's but are not flagged: no merge
-    ** may overwrite them in place, so evictions stay stopped. */
-    if (atomic_load(&t->error) == BF_OK)
-      atomic_store(&t->no_merge, false);
+    atomic_store(&t->no_merge, false);
     bf_gate_release(&t->checkpoint_gate);
   } else if (held) {
     rc = checkpoint_locked(t, false);
@@ -2405,15 +2418,18 @@ static bool copy_file(const char *from, const char *to) {
 
 /*
 ** Replay the log a rotation left (wal_prev_path: the records below the
-** current log's base, see checkpoint_two_phase) from ckpt_lsn into t.
-** *end_lsn gets the LSN after its last valid record.  BF_OK with *info
-** filled, or an error with *errmsg set.
+** current log's base, see checkpoint_two_phase) from ckpt_lsn into t, with
+** replay limit `limit`.  BF_OK with *info filled (info->end_lsn: after its
+** last valid record) and *base its first record's LSN, or an error with
+** *errmsg set.
 */
 static int replay_prev_log(bf_tree *t, uint64_t ckpt_lsn, uint64_t limit,
-                           struct bf_wal_replay_info *info, char **errmsg) {
+                           struct bf_wal_replay_info *info, uint64_t *base,
+                           char **errmsg) {
   struct bf_wal *prev = NULL;
   int rc = bf_wal_open(t->wal_prev_path, t->file_id, ckpt_lsn, &prev, errmsg);
   if (rc != BF_OK) return rc;
+  *base = bf_wal_base_lsn(prev);
   rc = bf_wal_replay(prev, ckpt_lsn, limit, replay_apply, t, info);
   if (rc != BF_OK)
     *errmsg = bf_mprintf("replaying the log %s failed: %s", t->wal_prev_path,
@@ -2446,24 +2462,28 @@ static int tree_recover(bf_tree *t, uint64_t ckpt_lsn, bool existed,
   if (applied > limit) limit = applied;
   int rc;
   memset(&first, 0, sizeof first);
+  bool prev_live = false; /* has_prev, and the current log follows it */
   if (has_prev) {
-    rc = replay_prev_log(t, ckpt_lsn, limit, &first, errmsg);
+    uint64_t prev_base = 0;
+    rc = replay_prev_log(t, ckpt_lsn, limit, &first, &prev_base, errmsg);
     if (rc != BF_OK) return rc;
-    if (first.end_lsn <= ckpt_lsn) {
-      /* Wholly covered by the checkpoint: a removal that did not last (a
-      ** crash after the superblock, a lost directory sync).  Only removed
-      ** (by the checkpoint below); the current log follows the checkpoint
-      ** whatever this one holds or lacks. */
+    /* A rotated log the checkpoint still needs starts at the checkpoint's
+    ** lsn (the log was rotated from there, or reset there).  One that
+    ** starts below and ends at or before it is wholly covered: a removal
+    ** that did not last (a crash after the superblock, a lost directory
+    ** sync).  Only removed (by the checkpoint below); the current log
+    ** follows the checkpoint whatever that one holds or lacks. */
+    if (prev_base < ckpt_lsn && first.end_lsn <= ckpt_lsn)
       memset(&first, 0, sizeof first);
-      first.end_lsn = ckpt_lsn;
-    }
+    else
+      prev_live = true;
     if (first.end_lsn > base) base = first.end_lsn;
   }
   rc = bf_wal_open(t->wal_path, t->file_id, base, &t->wal, errmsg);
   if (rc != BF_OK || !existed) return rc;
   memset(&info, 0, sizeof info);
   bool has_records = bf_wal_has_records(t->wal);
-  if (has_prev && first.stop != BF_WAL_STOP_END && has_records) {
+  if (prev_live && first.stop != BF_WAL_STOP_END && has_records) {
     /* The current log follows records that did not survive: applying it
     ** would skip transactions in the middle.  Not replayed; kept aside as
     ** damaged (below). */
@@ -2472,7 +2492,7 @@ static int tree_recover(bf_tree *t, uint64_t ckpt_lsn, bool existed,
              "the rotated log %s at LSN %llu; the log after it was not "
              "replayed", first.stop == BF_WAL_STOP_TORN ? "is torn" : "is damaged",
              (unsigned long long)first.end_lsn);
-  } else if (has_prev && has_records &&
+  } else if (prev_live && has_records &&
              bf_wal_base_lsn(t->wal) != first.end_lsn) {
     info.stop = BF_WAL_STOP_CORRUPT;
     snprintf(info.message, sizeof info.message,
@@ -2487,7 +2507,8 @@ static int tree_recover(bf_tree *t, uint64_t ckpt_lsn, bool existed,
                            bf_strerror(rc));
       return rc;
     }
-    if (has_prev && info.stop == BF_WAL_STOP_END && first.stop != BF_WAL_STOP_END) {
+    if (prev_live && info.stop == BF_WAL_STOP_END &&
+        first.stop != BF_WAL_STOP_END) {
       info.stop = first.stop;
       snprintf(info.message, sizeof info.message, "%s", first.message);
     }

@@ -112,8 +112,9 @@ int bf_txn_prepare(bf_txn *x, uint64_t commit_id) {
   (void)bf_make_room(t);
   if (atomic_load(&t->error) != BF_OK) return BF_READONLY;
   bf_gate_exclusive(&t->checkpoint_gate);
-  int rc = BF_OK;
-  if (t->wal) {
+  /* Checked again: a checkpoint that held the gate may have failed. */
+  int rc = atomic_load(&t->error) != BF_OK ? BF_READONLY : BF_OK;
+  if (rc == BF_OK && t->wal) {
     struct bf_wal_batch batch;
     uint64_t end = 0;
     memset(&batch, 0, sizeof batch);
