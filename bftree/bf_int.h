@@ -898,6 +898,9 @@ int bf_wal_rotate(struct bf_wal *wal, const char *path, const char *prev_path,
 /* Remove the log file at path, durably (the directory synced).  BF_OK
 ** (also when there was none) or BF_IOERR. */
 int bf_wal_remove(const char *path);
+/* fsync the directory holding path (after a rename into it).  BF_OK or
+** BF_IOERR. */
+int bf_wal_sync_dir(const char *path);
 
 /* What replay found. */
 struct bf_wal_replay_info {

@@ -2706,6 +2706,10 @@ int bf_rename(bf_tree *t, const char *newpath, char **errmsg) {
     rc = BF_IOERR;
   }
   if (rc == BF_OK) {
+    /* Make the renames durable (best effort: they are done, and the
+    ** caller's catalogue already names the new path). */
+    (void)bf_wal_sync_dir(path);
+    (void)bf_wal_sync_dir(t->path); /* another directory, maybe */
     char *swap;
     swap = t->path, t->path = path, path = swap;
     swap = t->wal_path, t->wal_path = wal, wal = swap;

@@ -952,6 +952,8 @@ int bf_wal_rotate(struct bf_wal *wal, const char *path, const char *prev_path,
   return rc;
 }
 
+int bf_wal_sync_dir(const char *path) { return sync_parent_dir(NULL, path); }
+
 int bf_wal_remove(const char *path) {
   if (unlink(path) != 0) return errno == ENOENT ? BF_OK : BF_IOERR;
   return sync_parent_dir(NULL, path);

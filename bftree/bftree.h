@@ -179,8 +179,8 @@ void bf_abandon(bf_tree *tree);
 #define BF_WAL_SUFFIX "-wal"
 #define BF_WAL_PREV_SUFFIX "-wal-prev"
 
-/* Rename the open tree's files (see BF_WAL_SUFFIX) to newpath and its logs;
-** the tree stays open.  Refused (BF_INVALID, nothing changed) when any
+/* Rename the open tree's files (see BF_WAL_SUFFIX) to newpath and its logs,
+** then sync the directories (best effort); the tree stays open.  Refused (BF_INVALID, nothing changed) when any
 ** target exists.  BF_OK, BF_INVALID, BF_IOERR (nothing changed, unless
 ** undoing a partial rename failed too) or BF_NOMEM; on error *errmsg is a
 ** malloc()ed message or NULL. */

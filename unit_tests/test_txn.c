@@ -527,6 +527,14 @@ static void test_checkpoint_concurrent(void **state) {
   assert_int_equal(bf_close(t), BF_OK);
 }
 
+/* Options of the log-rotation tests: the fuzzy checkpoint needs a log that
+** is synced (normal), and only the tests' own checkpoints run. */
+static void rotation_options(bf_options *o) {
+  small_options(o);
+  o->synchronous = BF_SYNC_NORMAL;
+  o->auto_checkpoint = false;
+}
+
 /* The fuzzy checkpoint: keys [from, to) get value tag (a put each). */
 static void put_range(bf_tree *t, int from, int to, char tag) {
   for (int i = from; i < to; i++) {
@@ -592,9 +600,7 @@ static void test_fuzzy_checkpoint(void **state) {
   for (int mode = 0; mode < 4; mode++) {
     int fail = mode > 0;
     bf_options o;
-    small_options(&o);
-    o.synchronous = BF_SYNC_NORMAL;
-    o.auto_checkpoint = false;
+    rotation_options(&o);
     bf_tree *t = open_tree(&o);
     put_range(t, 0, 1000, 'a');
     bf_stats before, after;
@@ -705,9 +711,7 @@ static void commit5_hook(bf_tree *t, int step) {
 static void test_stale_prev_log(void **state) {
   (void)state;
   bf_options o;
-  small_options(&o);
-  o.synchronous = BF_SYNC_NORMAL;
-  o.auto_checkpoint = false;
+  rotation_options(&o);
   snprintf(saved_prev, sizeof saved_prev, "%s.saved", prev_path);
   bf_tree *t = open_tree(&o);
   put_range(t, 0, 500, 'a');
@@ -740,9 +744,7 @@ static void test_stale_prev_log(void **state) {
 static void test_replay_applied(void **state) {
   (void)state;
   bf_options o;
-  small_options(&o);
-  o.synchronous = BF_SYNC_NORMAL;
-  o.auto_checkpoint = false;
+  rotation_options(&o);
   bf_tree *t = open_tree(&o);
   put_range(t, 0, 500, 'a');
   bf_testing_checkpoint_hook = commit5_hook;
@@ -765,8 +767,7 @@ static void test_rename_open(void **state) {
   (void)state;
   struct stat st;
   bf_options o;
-  small_options(&o);
-  o.auto_checkpoint = false;
+  rotation_options(&o);
   bf_tree *t = open_tree(&o);
   put_range(t, 0, 300, 'a');
   char to[640], to_wal[660], to_prev[660], *err = NULL;
