@@ -1712,9 +1712,9 @@ static int evict_loop(bf_tree *t, uint32_t size_class, uint64_t unused) {
   uint64_t have = bf_buf_unused(t->buf);
   uint64_t shortfall = have < unused ? unused - have : 0, freed = 0;
   if (size_class > t->full_class) size_class = t->full_class;
-  while ((bf_buf_needs_eviction(t->buf, size_class) ||
-          (freed < shortfall && bf_buf_unused(t->buf) < unused)) &&
-         !atomic_load(&t->no_merge)) {
+  while (!atomic_load(&t->no_merge) &&
+         (bf_buf_needs_eviction(t->buf, size_class) ||
+          (freed < shortfall && bf_buf_unused(t->buf) < unused))) {
     uint64_t got = 0;
     uint32_t claimed = 1;
     uint8_t *node = NULL;
@@ -1753,11 +1753,10 @@ static int evict_loop(bf_tree *t, uint32_t size_class, uint64_t unused) {
 ** (no_merge), nothing is evicted: the caller finds no room (a read caches
 ** nothing; writers are held at the gate meanwhile).  Sequentially
 ** consistent: either the checkpoint sees this call in evictors and waits
-** for it, or this call sees no_merge (wait_for_evictors). */
+** for it, or this call sees no_merge (stop_merges). */
 static int evict_until(bf_tree *t, uint32_t size_class, uint64_t unused) {
   atomic_fetch_add(&t->evictors, 1);
-  int rc = atomic_load(&t->no_merge) ? BF_OK
-                                     : evict_loop(t, size_class, unused);
+  int rc = evict_loop(t, size_class, unused); /* checks no_merge first */
   atomic_fetch_sub(&t->evictors, 1);
   return rc;
 }
@@ -2670,52 +2669,85 @@ int bf_close(bf_tree *t) {
 
 void bf_abandon(bf_tree *t) { tree_free(t); }
 
+int bf_files_remove(const char *path, char **errmsg) {
+  const char *suffix[3] = {"", BF_WAL_SUFFIX, BF_WAL_PREV_SUFFIX};
+  int rc = BF_OK;
+  *errmsg = NULL;
+  for (int i = 0; i < 3 && rc == BF_OK; i++) {
+    char *p = bf_mprintf("%s%s", path, suffix[i]);
+    if (!p) {
+      rc = BF_NOMEM;
+    } else if (unlink(p) != 0 && errno != ENOENT) {
+      *errmsg = bf_mprintf("cannot remove %s file %s: %s",
+                           i ? "log" : "data", p, strerror(errno));
+      rc = BF_IOERR;
+    }
+    free(p);
+  }
+  return rc;
+}
+
+int bf_files_rename(const char *from, const char *to, char **errmsg) {
+  const char *suffix[3] = {"", BF_WAL_SUFFIX, BF_WAL_PREV_SUFFIX};
+  char *src[3], *dst[3];
+  struct stat st;
+  int rc = BF_OK, done = 0;
+  *errmsg = NULL;
+  for (int i = 0; i < 3; i++) {
+    src[i] = bf_mprintf("%s%s", from, suffix[i]);
+    dst[i] = bf_mprintf("%s%s", to, suffix[i]);
+    if (!src[i] || !dst[i]) rc = BF_NOMEM;
+  }
+  for (int i = 0; i < 3 && rc == BF_OK; i++) {
+    if (stat(dst[i], &st) == 0) {
+      *errmsg = bf_mprintf("cannot rename data file %s to %s: the target (or "
+                           "its log %s) exists", from, to, dst[i]);
+      rc = BF_INVALID;
+    }
+  }
+  /* The data file must be there; a log may not be. */
+  for (; done < 3 && rc == BF_OK; done++) {
+    if (rename(src[done], dst[done]) != 0 && (done == 0 || errno != ENOENT)) {
+      *errmsg = bf_mprintf("cannot rename %s file %s to %s: %s",
+                           done ? "log" : "data", src[done], dst[done],
+                           strerror(errno));
+      rc = BF_IOERR;
+      break;
+    }
+  }
+  if (rc != BF_OK) {
+    /* Keep the files together: undo what was renamed. */
+    while (done-- > 0) (void)rename(dst[done], src[done]);
+  } else {
+    /* Make the renames durable (best effort: they are done). */
+    (void)bf_wal_sync_dir(to);
+    (void)bf_wal_sync_dir(from); /* another directory, maybe */
+  }
+  for (int i = 0; i < 3; i++) {
+    free(src[i]);
+    free(dst[i]);
+  }
+  return rc;
+}
+
 int bf_rename(bf_tree *t, const char *newpath, char **errmsg) {
   char *path = bf_mprintf("%s", newpath);
   char *wal = bf_mprintf("%s" BF_WAL_SUFFIX, newpath);
   char *prev = bf_mprintf("%s" BF_WAL_PREV_SUFFIX, newpath);
-  int rc = BF_OK;
-  struct stat st;
+  int rc = BF_NOMEM;
   *errmsg = NULL;
-  if (!path || !wal || !prev) {
-    free(path);
-    free(wal);
-    free(prev);
-    return BF_NOMEM;
+  if (path && wal && prev) {
+    /* No rotation or removal of a rotated log meanwhile. */
+    pthread_mutex_lock(&t->checkpoint_mutex);
+    rc = bf_files_rename(t->path, path, errmsg);
+    if (rc == BF_OK) {
+      char *swap;
+      swap = t->path, t->path = path, path = swap;
+      swap = t->wal_path, t->wal_path = wal, wal = swap;
+      swap = t->wal_prev_path, t->wal_prev_path = prev, prev = swap;
+    }
+    pthread_mutex_unlock(&t->checkpoint_mutex);
   }
-  /* No rotation or removal of a rotated log meanwhile. */
-  pthread_mutex_lock(&t->checkpoint_mutex);
-  if (stat(path, &st) == 0 || stat(wal, &st) == 0 || stat(prev, &st) == 0) {
-    *errmsg = bf_mprintf("cannot rename %s to %s: the target (or its log) "
-                         "exists", t->path, path);
-    rc = BF_INVALID;
-  } else if (rename(t->path, path) != 0) {
-    *errmsg = bf_mprintf("cannot rename %s to %s: %s", t->path, path,
-                         strerror(errno));
-    rc = BF_IOERR;
-  } else if (rename(t->wal_path, wal) != 0 && errno != ENOENT) {
-    *errmsg = bf_mprintf("cannot rename %s to %s: %s", t->wal_path, wal,
-                         strerror(errno));
-    (void)rename(path, t->path); /* keep the files together */
-    rc = BF_IOERR;
-  } else if (rename(t->wal_prev_path, prev) != 0 && errno != ENOENT) {
-    *errmsg = bf_mprintf("cannot rename %s to %s: %s", t->wal_prev_path,
-                         prev, strerror(errno));
-    (void)rename(wal, t->wal_path);
-    (void)rename(path, t->path);
-    rc = BF_IOERR;
-  }
-  if (rc == BF_OK) {
-    /* Make the renames durable (best effort: they are done, and the
-    ** caller's catalogue already names the new path). */
-    (void)bf_wal_sync_dir(path);
-    (void)bf_wal_sync_dir(t->path); /* another directory, maybe */
-    char *swap;
-    swap = t->path, t->path = path, path = swap;
-    swap = t->wal_path, t->wal_path = wal, wal = swap;
-    swap = t->wal_prev_path, t->wal_prev_path = prev, prev = swap;
-  }
-  pthread_mutex_unlock(&t->checkpoint_mutex);
   free(path);
   free(wal);
   free(prev);

@@ -179,11 +179,20 @@ void bf_abandon(bf_tree *tree);
 #define BF_WAL_SUFFIX "-wal"
 #define BF_WAL_PREV_SUFFIX "-wal-prev"
 
-/* Rename the open tree's files (see BF_WAL_SUFFIX) to newpath and its logs,
-** then sync the directories (best effort); the tree stays open.  Refused (BF_INVALID, nothing changed) when any
-** target exists.  BF_OK, BF_INVALID, BF_IOERR (nothing changed, unless
-** undoing a partial rename failed too) or BF_NOMEM; on error *errmsg is a
-** malloc()ed message or NULL. */
+/* Rename the files of a tree (see BF_WAL_SUFFIX) at from to to: the data
+** file, and its logs where they exist; then sync the directories (best
+** effort).  For a tree that is not open.  Refused (BF_INVALID, nothing
+** changed) when any target exists.  BF_OK, BF_INVALID, BF_IOERR (nothing
+** changed, unless undoing a partial rename failed too) or BF_NOMEM; on
+** error *errmsg is a malloc()ed message or NULL. */
+int bf_files_rename(const char *from, const char *to, char **errmsg);
+
+/* Remove the files of a tree at path that exist (a missing one is not an
+** error).  BF_OK, BF_IOERR or BF_NOMEM; *errmsg as bf_files_rename's. */
+int bf_files_remove(const char *path, char **errmsg);
+
+/* bf_files_rename for the open tree's files; the tree stays open and goes
+** on with the new names (no checkpoint renames its log meanwhile). */
 int bf_rename(bf_tree *tree, const char *newpath, char **errmsg);
 
 /* Make everything written so far durable in the data file (a checkpoint:

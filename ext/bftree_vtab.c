@@ -920,7 +920,7 @@ static int bfxDestroy(sqlite3_vtab *tab) {
     }
   } else if (e->path) {
     char *em = NULL;
-    int st = bfx_files_remove(e->path, &em);
+    int st = bf_files_remove(e->path, &em);
     if (st != BF_OK) {
       vt_error(vt, "bftree: %s", em ? em : bf_strerror(st));
       free(em);
@@ -972,7 +972,7 @@ static int bfxRename(sqlite3_vtab *tab, const char *zNew) {
       if (e->shared)
         st = bfx_shared_rename(e->shared, np, &em);
       else if (access(e->path, F_OK) == 0)
-        st = bfx_files_rename(e->path, np, &em);
+        st = bf_files_rename(e->path, np, &em);
       if (st != BF_OK) {
         if (em) vt_error(vt, "bftree: %s", em);
         free(em);

@@ -106,14 +106,6 @@ int bfx_shared_drop(bfx_shared *s, char **errmsg);
 ** newpath exists).  BF_OK or BF_IOERR/BF_INVALID with a message. */
 int bfx_shared_rename(bfx_shared *s, const char *newpath, char **errmsg);
 
-/* Remove a data file and its logs (BF_WAL_SUFFIX, BF_WAL_PREV_SUFFIX; a
-** missing file is not an error). */
-int bfx_files_remove(const char *path, char **errmsg);
-
-/* Rename a data file and its log; refuses (BF_INVALID) when the target or
-** its log exists; on failure nothing is renamed. */
-int bfx_files_rename(const char *from, const char *to, char **errmsg);
-
 /* A copy of the current path (malloc()ed), or NULL on OOM. */
 char *bfx_shared_path(bfx_shared *s);
 

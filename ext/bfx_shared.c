@@ -23,7 +23,8 @@
 **   4. The engine keeps its write-ahead log beside the data file, at the
 **      data file's path + BF_WAL_SUFFIX, and during a checkpoint the log
 **      from before it at + BF_WAL_PREV_SUFFIX: drop and rename treat the
-**      three together (an open tree renames its own: bf_rename).
+**      three together (bf_files_remove, bf_files_rename; an open tree
+**      renames its own: bf_rename).
 **   5. Writer lock: writer != NULL exactly while one SQL transaction of this
 **      process is writing the tree (bftree_vtab.c takes it at a write
 **      transaction's first read or write of the table and drops it after
@@ -225,72 +226,12 @@ int bfx_shared_release(bfx_shared *s) {
   return rc;
 }
 
-int bfx_files_remove(const char *path, char **errmsg) {
-  char *wal = msg_printf("%s" BF_WAL_SUFFIX, path);
-  char *prev = msg_printf("%s" BF_WAL_PREV_SUFFIX, path);
-  int rc = BF_OK;
-  *errmsg = NULL;
-  if (!wal || !prev) {
-    rc = BF_NOMEM;
-  } else if (unlink(path) != 0 && errno != ENOENT) {
-    *errmsg = msg_printf("cannot remove data file %s: %s", path, strerror(errno));
-    rc = BF_IOERR;
-  } else if (unlink(wal) != 0 && errno != ENOENT) {
-    *errmsg = msg_printf("cannot remove log file %s: %s", wal, strerror(errno));
-    rc = BF_IOERR;
-  } else if (unlink(prev) != 0 && errno != ENOENT) {
-    *errmsg = msg_printf("cannot remove log file %s: %s", prev, strerror(errno));
-    rc = BF_IOERR;
-  }
-  free(wal);
-  free(prev);
-  return rc;
-}
-
-int bfx_files_rename(const char *from, const char *to, char **errmsg) {
-  struct stat st;
-  int rc = BF_OK;
-  *errmsg = NULL;
-  char *wfrom = msg_printf("%s" BF_WAL_SUFFIX, from);
-  char *wto = msg_printf("%s" BF_WAL_SUFFIX, to);
-  char *pfrom = msg_printf("%s" BF_WAL_PREV_SUFFIX, from);
-  char *pto = msg_printf("%s" BF_WAL_PREV_SUFFIX, to);
-  if (!wfrom || !wto || !pfrom || !pto) {
-    rc = BF_NOMEM;
-  } else if (stat(to, &st) == 0 || stat(wto, &st) == 0 ||
-             stat(pto, &st) == 0) {
-    *errmsg = msg_printf("cannot rename data file %s to %s: the target (or "
-                         "its log %s) exists", from, to, wto);
-    rc = BF_INVALID;
-  } else if (rename(from, to) != 0) {
-    *errmsg = msg_printf("cannot rename data file %s to %s: %s", from, to,
-                         strerror(errno));
-    rc = BF_IOERR;
-  } else if (rename(wfrom, wto) != 0 && errno != ENOENT) {
-    *errmsg = msg_printf("cannot rename log file %s to %s: %s", wfrom, wto,
-                         strerror(errno));
-    if (rename(to, from) != 0) { /* keep the files together */ }
-    rc = BF_IOERR;
-  } else if (rename(pfrom, pto) != 0 && errno != ENOENT) {
-    *errmsg = msg_printf("cannot rename log file %s to %s: %s", pfrom, pto,
-                         strerror(errno));
-    if (rename(wto, wfrom) != 0) { /* keep the files together */ }
-    if (rename(to, from) != 0) { /* keep the files together */ }
-    rc = BF_IOERR;
-  }
-  free(wfrom);
-  free(wto);
-  free(pfrom);
-  free(pto);
-  return rc;
-}
-
 int bfx_shared_drop(bfx_shared *s, char **errmsg) {
   int rc = BF_OK;
   *errmsg = NULL;
   pthread_mutex_lock(&registry_mutex);
   if (!s->temporary && !s->dropped) {
-    rc = bfx_files_remove(s->path, errmsg);
+    rc = bf_files_remove(s->path, errmsg);
     if (rc == BF_OK) s->dropped = true;
   }
   pthread_mutex_unlock(&registry_mutex);
@@ -303,16 +244,8 @@ int bfx_shared_rename(bfx_shared *s, const char *newpath, char **errmsg) {
   char *copy = strdup(newpath);
   if (!copy) return BF_NOMEM;
   pthread_mutex_lock(&registry_mutex);
-  if (s->tree) {
-    char *em = NULL;
-    rc = bf_rename(s->tree, newpath, &em);
-    if (em) {
-      *errmsg = msg_printf("%s", em);
-      free(em);
-    }
-  } else {
-    rc = bfx_files_rename(s->path, newpath, errmsg);
-  }
+  rc = s->tree ? bf_rename(s->tree, newpath, errmsg)
+               : bf_files_rename(s->path, newpath, errmsg);
   if (rc == BF_OK) {
     free(s->path);
     s->path = copy;
